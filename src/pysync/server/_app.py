@@ -1,0 +1,328 @@
+"""The ASGI application: DynamoDB endpoint, health check, CORS, access log, static files.
+
+Routes:
+
+- ``POST /dynamodb`` — DynamoDB JSON protocol (``X-Amz-Target: DynamoDB_20120810.<Op>``,
+  ``Content-Type: application/x-amz-json-1.0``, ``Authorization: Bearer <jwt>``).
+- ``GET /healthz`` — liveness.
+- ``/pyodide/`` — the offline Pyodide distribution (``config.pyodide_dir``).
+- ``/`` — the web app (``config.web_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from os import PathLike, stat_result
+from pathlib import Path
+from typing import Any
+
+import botocore.session  # type: ignore[import-untyped]
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ._auth import TokenVerifier
+from ._config import ProxyConfig
+from ._errors import ProxyError, SerializationError, Throttled, ValidationError
+from ._forward import Forwarder
+from ._policy import Policy
+from ._ratelimit import RateLimiter
+from ._signing import JSON_CONTENT_TYPE, Signer
+
+API_PATH = "/dynamodb"
+TARGET_PREFIX = "DynamoDB_20120810."
+_STREAMS_PREFIX = "DynamoDBStreams_20120810."
+_LOG_KEY = "pysync.log"
+
+access_logger = logging.getLogger("pysync.access")
+
+# Pinned here rather than trusting the platform's mimetypes table, which on
+# older Pythons lacks .wasm/.mjs (browsers refuse to stream-compile wasm otherwise).
+MEDIA_TYPES: Mapping[str, str] = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".whl": "application/octet-stream",
+    ".json": "application/json",
+    ".zip": "application/zip",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".py": "text/x-python; charset=utf-8",
+    ".map": "application/json",
+}
+
+
+class _StaticFiles(StaticFiles):
+    """StaticFiles with :data:`MEDIA_TYPES` applied."""
+
+    def file_response(
+        self,
+        full_path: str | PathLike[str],
+        stat_result: stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        media_type = MEDIA_TYPES.get(Path(full_path).suffix.lower())
+        if media_type is not None:
+            response.headers["content-type"] = media_type
+        return response
+
+
+class AccessLog:
+    """Pure-ASGI middleware writing one JSON line per request to ``pysync.access``.
+
+    It logs method, path, status, duration, sizes, the operation, the token
+    subject and the tables and scopes touched; never headers, tokens or bodies.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        entry: dict[str, Any] = {"method": scope["method"], "path": scope["path"]}
+        scope[_LOG_KEY] = entry
+        sent = 0
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        finally:
+            client = scope.get("client")
+            entry.update(
+                ms=round((time.perf_counter() - start) * 1000, 3),
+                bytes_out=sent,
+                client=client[0] if client else None,
+                ts=round(time.time(), 3),
+            )
+            access_logger.info(json.dumps(entry, separators=(",", ":")))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate keys are where two JSON parsers disagree (first wins vs last wins).
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise SerializationError("duplicate key in JSON object")
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise SerializationError(f"{name} is not valid JSON")
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """Parse a request body; return the object and its canonical re-serialization.
+
+    The proxy forwards the canonical bytes, never the browser's, so DynamoDB
+    reads exactly the document the policy checked (no parser differentials).
+    """
+    try:
+        document = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constants
+        )
+    except UnicodeDecodeError:
+        raise SerializationError("request body is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise SerializationError("request body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise SerializationError("request body must be a JSON object")
+    try:
+        canonical = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        return document, canonical.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SerializationError("request body contains an unpaired surrogate") from None
+
+
+def _error_response(error: ProxyError) -> Response:
+    return Response(
+        error.body(),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=JSON_CONTENT_TYPE,
+    )
+
+
+class DynamoDBEndpoint:
+    """Authenticate, rate-limit, check, sign and forward one DynamoDB request."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        verifier: TokenVerifier,
+        policy: Policy,
+        signer: Signer,
+        limiter: RateLimiter,
+    ) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.policy = policy
+        self.signer = signer
+        self.limiter = limiter
+        self.forwarder: Forwarder | None = None
+        model = botocore.session.get_session().get_service_model("dynamodb")
+        self.known_operations = frozenset(model.operation_names)
+
+    def operation(self, target: str | None) -> str:
+        """The operation named by ``X-Amz-Target``; 400 if DynamoDB has no such operation."""
+        if not target:
+            raise ProxyError(400, "UnknownOperationException", "missing X-Amz-Target header")
+        if target.startswith(_STREAMS_PREFIX):
+            return target  # a real AWS API, but never exposed: the policy denies it
+        prefix, _, operation = target.partition(".")
+        if prefix + "." != TARGET_PREFIX or operation not in self.known_operations:
+            raise ProxyError(400, "UnknownOperationException", "unknown X-Amz-Target")
+        return operation
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it exceeds the configured limit."""
+        limit = self.config.max_body_bytes
+        too_large = ProxyError(413, "ValidationException", f"request body exceeds {limit} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise ValidationError("invalid Content-Length")
+            if int(declared) > limit:
+                raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request) -> Response:
+        """Starlette endpoint for ``POST /dynamodb``."""
+        log: dict[str, Any] = request.scope.get(_LOG_KEY, {})
+        try:
+            principal = await self.verifier.verify(request.headers.get("authorization"))
+            log["sub"] = principal.subject
+            wait = self.limiter.acquire(principal.subject)
+            if wait:
+                raise Throttled(wait)
+            operation = self.operation(request.headers.get("x-amz-target"))
+            log["op"] = operation
+            content_type = request.headers.get("content-type", "")
+            if content_type.partition(";")[0].strip().lower() != JSON_CONTENT_TYPE:
+                raise SerializationError(f"Content-Type must be {JSON_CONTENT_TYPE}")
+            document, body = parse_body(await self.read_body(request))
+            access = self.policy.check(operation, document, principal.scopes)
+            log["tables"] = sorted(access.tables)
+            log["scopes"] = sorted(access.scopes)
+            credentials = await self.signer.frozen_credentials()
+            forwarder = self.forwarder
+            assert forwarder is not None, "the app's lifespan has not started"
+            headers = self.signer.sign(forwarder.url, body, TARGET_PREFIX + operation, credentials)
+            upstream = await forwarder.send(body, headers)
+        except ProxyError as error:
+            log["error"] = error.error_type
+            return _error_response(error)
+        if "x-amzn-requestid" in upstream.headers:
+            log["request_id"] = upstream.headers["x-amzn-requestid"]
+        return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(
+    config: ProxyConfig,
+    *,
+    session: botocore.session.Session | None = None,
+    verifier: TokenVerifier | None = None,
+    policy: Policy | None = None,
+) -> Starlette:
+    """Build the proxy ASGI app.
+
+    ``session`` is the botocore session whose credential chain signs requests
+    (default: a new session using ``config.aws_profile``). ``verifier`` and
+    ``policy`` default to what ``config`` describes.
+    """
+    if session is None:
+        session = botocore.session.Session(profile=config.aws_profile)
+    if verifier is None:
+        verifier = verifier_from_config(config)
+    endpoint = DynamoDBEndpoint(
+        config,
+        verifier,
+        policy or Policy.for_table(config.table),
+        Signer(config.region, session=session),
+        RateLimiter(config.rate_limit, config.rate_burst),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        endpoint.forwarder = Forwarder(
+            config.dynamodb_url,
+            timeout=config.upstream_timeout,
+            max_connections=config.max_connections,
+        )
+        try:
+            yield
+        finally:
+            await endpoint.forwarder.aclose()
+
+    routes: list[BaseRoute] = [
+        Route(API_PATH, endpoint.handle, methods=["POST"]),
+        # botocore appends "/" to an endpoint URL that has a path.
+        Route(API_PATH + "/", endpoint.handle, methods=["POST"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+    ]
+    if config.pyodide_dir is not None:
+        routes.append(Mount("/pyodide", app=_StaticFiles(directory=config.pyodide_dir)))
+    if config.web_dir is not None:
+        routes.append(Mount("/", app=_StaticFiles(directory=config.web_dir, html=True)))
+    middleware = [Middleware(AccessLog)]
+    if config.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.allowed_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-amz-target",
+                    "x-amz-user-agent",
+                    "amz-sdk-invocation-id",
+                    "amz-sdk-request",
+                ],
+                expose_headers=["x-amzn-requestid", "x-amz-crc32", "retry-after"],
+                max_age=600,
+            )
+        )
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def verifier_from_config(config: ProxyConfig) -> TokenVerifier:
+    """The :class:`TokenVerifier` that ``config`` describes."""
+    return TokenVerifier(
+        secret=config.jwt_secret,
+        jwks=json.loads(config.jwks_file.read_text()) if config.jwks_file else None,
+        jwks_url=config.jwks_url,
+        audience=config.audience,
+        issuer=config.issuer,
+    )

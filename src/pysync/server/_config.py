@@ -1,0 +1,119 @@
+"""Proxy configuration: one frozen dataclass, filled from ``PYSYNC_*`` variables or the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: HS256 secret used when nothing else is configured. ``pysync serve`` refuses it unless ``--dev``.
+DEV_JWT_SECRET = "pysync-dev-secret-for-local-use-only-never-in-production"
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything the proxy needs; see docs/proxy.md for each setting's environment variable.
+
+    ``dynamodb_endpoint``/``streams_endpoint`` default to the public AWS
+    endpoints of ``region``. AWS credentials are not configured here: the
+    proxy uses botocore's standard chain (environment, ``aws_profile``,
+    container or instance role).
+    """
+
+    table: str = "pysync"
+    region: str = "us-east-1"
+    dynamodb_endpoint: str | None = None
+    streams_endpoint: str | None = None
+    aws_profile: str | None = None
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    upstream_timeout: float = 10.0
+    max_connections: int = 64
+    web_dir: Path | None = None
+    pyodide_dir: Path | None = None
+
+    @property
+    def changelog_table(self) -> str:
+        """Name of the changelog table (``<table>_changes``)."""
+        return f"{self.table}_changes"
+
+    @property
+    def dynamodb_url(self) -> str:
+        """DynamoDB endpoint to forward to."""
+        return self.dynamodb_endpoint or f"https://dynamodb.{self.region}.amazonaws.com"
+
+    @property
+    def streams_url(self) -> str:
+        """DynamoDB Streams endpoint (for the stream consumer)."""
+        return self.streams_endpoint or f"https://streams.dynamodb.{self.region}.amazonaws.com"
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        """True when tokens are checked with the public development secret."""
+        return self.jwt_secret == DEV_JWT_SECRET
+
+    def replace(self, **changes: Any) -> ProxyConfig:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProxyConfig:
+        """Read ``PYSYNC_*`` variables (region: also ``AWS_REGION``/``AWS_DEFAULT_REGION``)."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            return env.get(name) or None
+
+        config = cls()
+        values: dict[str, Any] = {
+            "table": get("PYSYNC_TABLE"),
+            "region": get("PYSYNC_REGION") or get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
+            "dynamodb_endpoint": get("PYSYNC_DYNAMODB_ENDPOINT"),
+            "streams_endpoint": get("PYSYNC_STREAMS_ENDPOINT"),
+            "aws_profile": get("PYSYNC_AWS_PROFILE"),
+            "jwt_secret": get("PYSYNC_JWT_SECRET"),
+            "jwks_url": get("PYSYNC_JWKS_URL"),
+            "audience": get("PYSYNC_JWT_AUDIENCE"),
+            "issuer": get("PYSYNC_JWT_ISSUER"),
+        }
+        if jwks_file := get("PYSYNC_JWKS_FILE"):
+            values["jwks_file"] = Path(jwks_file)
+        if origins := get("PYSYNC_ALLOWED_ORIGINS"):
+            values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        if size := get("PYSYNC_MAX_BODY_BYTES"):
+            values["max_body_bytes"] = _int(size, "PYSYNC_MAX_BODY_BYTES")
+        if rate := get("PYSYNC_RATE_LIMIT"):
+            values["rate_limit"] = _float(rate, "PYSYNC_RATE_LIMIT")
+        if burst := get("PYSYNC_RATE_BURST"):
+            values["rate_burst"] = _int(burst, "PYSYNC_RATE_BURST")
+        if timeout := get("PYSYNC_UPSTREAM_TIMEOUT"):
+            values["upstream_timeout"] = _float(timeout, "PYSYNC_UPSTREAM_TIMEOUT")
+        if web := get("PYSYNC_WEB_DIR"):
+            values["web_dir"] = Path(web)
+        if pyodide := get("PYSYNC_PYODIDE_DIR"):
+            values["pyodide_dir"] = Path(pyodide)
+        return config.replace(**values)

@@ -1,0 +1,67 @@
+"""AWS SigV4 signing of forwarded DynamoDB requests with botocore's credential chain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import botocore.session  # type: ignore[import-untyped]
+from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials  # type: ignore[import-untyped]
+
+JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+
+class NoCredentialsError(RuntimeError):
+    """botocore's credential chain found nothing to sign with."""
+
+
+class Signer:
+    """Sign DynamoDB JSON-protocol requests for one endpoint.
+
+    Credentials come from ``session`` (default: a fresh ``botocore.session``,
+    i.e. environment variables, the shared config/profile, container and
+    instance roles). Refreshable credentials (roles, SSO) are refreshed in a
+    worker thread so a slow STS call never blocks the event loop.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        session: botocore.session.Session | None = None,
+        service: str = "dynamodb",
+    ) -> None:
+        self.region = region
+        self.service = service
+        credentials = (session or botocore.session.Session()).get_credentials()
+        if credentials is None:
+            raise NoCredentialsError(
+                "no AWS credentials found (environment, profile or role); see docs/proxy.md"
+            )
+        self._credentials: Credentials = credentials
+
+    async def frozen_credentials(self) -> ReadOnlyCredentials:
+        """Current credentials; refreshes off the event loop when they are about to expire."""
+        credentials = self._credentials
+        if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
+            return await asyncio.to_thread(credentials.get_frozen_credentials)
+        return credentials.get_frozen_credentials()
+
+    def sign(
+        self, url: str, body: bytes, target: str, credentials: ReadOnlyCredentials
+    ) -> dict[str, str]:
+        """Headers for POSTing exactly ``body`` to ``url``, signed over those bytes.
+
+        Returns ``Content-Type``, ``X-Amz-Target``, ``X-Amz-Date``,
+        ``Authorization`` and, for temporary credentials, ``X-Amz-Security-Token``.
+        The signed ``Host`` is derived from ``url``, as the HTTP client sends it.
+        """
+        request = AWSRequest(
+            method="POST",
+            url=url,
+            data=body,
+            headers={"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target},
+        )
+        SigV4Auth(credentials, self.service, self.region).add_auth(request)
+        return dict(request.headers.items())
