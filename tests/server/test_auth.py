@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 
-from pysync.server import ProxyError, TokenVerifier, issue_token
+from pysync.server import ProxyError, TokenVerifier, _auth, issue_token
 
 from .conftest import Keys, claims, hs256, rs256
 
@@ -93,3 +93,14 @@ def test_configuration_errors() -> None:
         TokenVerifier()
     with pytest.raises(ValueError, match="32 bytes"):
         TokenVerifier(secret="short")
+
+
+async def test_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(secret=SECRET, leeway=0)
+    now = time.time()
+    token = hs256({"sub": "ann", "exp": now + 60}, SECRET)
+    assert (await verifier.verify(f"Bearer {token}")).subject == "ann"
+    assert (await verifier.verify(f"Bearer {token}")).subject == "ann"  # from the cache
+    monkeypatch.setattr(_auth.time, "time", lambda: now + 61)
+    with pytest.raises(ProxyError, match="expired"):
+        await verifier.verify(f"Bearer {token}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
+from urllib.parse import urlsplit
 
 import botocore.session  # type: ignore[import-untyped]
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
@@ -10,6 +12,17 @@ from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials  # type: ignore[import-untyped]
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+
+@lru_cache(maxsize=16)
+def host_header(url: str) -> str:
+    """The ``Host`` an HTTP client sends for ``url`` (default ports omitted)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
 class NoCredentialsError(RuntimeError):
@@ -53,15 +66,20 @@ class Signer:
     ) -> dict[str, str]:
         """Headers for POSTing exactly ``body`` to ``url``, signed over those bytes.
 
-        Returns ``Content-Type``, ``X-Amz-Target``, ``X-Amz-Date``,
+        Returns ``Host``, ``Content-Type``, ``X-Amz-Target``, ``X-Amz-Date``,
         ``Authorization`` and, for temporary credentials, ``X-Amz-Security-Token``.
-        The signed ``Host`` is derived from ``url``, as the HTTP client sends it.
         """
         request = AWSRequest(
             method="POST",
             url=url,
             data=body,
-            headers={"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target},
+            # An explicit Host is both signed and sent, so the two cannot differ
+            # (and botocore skips parsing the URL twice per request).
+            headers={
+                "Host": host_header(url),
+                "Content-Type": JSON_CONTENT_TYPE,
+                "X-Amz-Target": target,
+            },
         )
         SigV4Auth(credentials, self.service, self.region).add_auth(request)
         return dict(request.headers.items())
