@@ -8,7 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import ProxyConfig
 
 _DESCRIPTION = """\
 pysync keeps data in the browser (IndexedDB) and syncs it with Amazon DynamoDB
@@ -138,11 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _existing(path: Path | None, default: str) -> Path | None:
-    if path is not None:
-        return path
-    candidate = Path(default)
-    return candidate if candidate.is_dir() else None
+def _with_static_defaults(config: ProxyConfig) -> ProxyConfig:
+    # ./web and ./build/pyodide are served when present and nothing else is configured.
+    defaults = {"web_dir": Path("web"), "pyodide_dir": Path("build", "pyodide")}
+    return config.replace(
+        **{
+            name: path
+            for name, path in defaults.items()
+            if getattr(config, name) is None and path.is_dir()
+        }
+    )
 
 
 def _run(app: Any, host: str, port: int, log_level: str) -> None:
@@ -172,6 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         web_dir=args.web_dir,
         pyodide_dir=args.pyodide_dir,
     )
+    config = _with_static_defaults(config)
     if not (config.jwt_secret or config.jwks_url or config.jwks_file) and args.dev:
         config = config.replace(jwt_secret=DEV_JWT_SECRET)
     if config.uses_dev_secret and not args.dev:
@@ -197,10 +206,11 @@ def _dev(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     config = ProxyConfig.from_env().replace(
         table=args.table,
-        web_dir=_existing(args.web_dir, "web"),
-        pyodide_dir=_existing(args.pyodide_dir, "build/pyodide"),
+        web_dir=args.web_dir,
+        pyodide_dir=args.pyodide_dir,
         allowed_origins=tuple(args.allowed_origins or [base]),
     )
+    config = _with_static_defaults(config)
     config = config.replace(jwt_secret=config.jwt_secret or DEV_JWT_SECRET)
     with DynamoDBLocal(data_dir=args.data_dir) as database:
         config = config.replace(dynamodb_endpoint=database.endpoint)

