@@ -11,10 +11,12 @@ as is created through moto's ``/moto-api/reset-auth`` window of three actions.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,10 +25,11 @@ import boto3
 import botocore.session
 import httpx
 import pytest
+from botocore.credentials import RefreshableCredentials
 
 from pysync.server import ProxyConfig, create_app
 from pysync.server._devstack import free_port
-from pysync.server._signing import Signer
+from pysync.server._signing import Signer, host_header
 
 from .conftest import SECRET, ServerThread, claims, hs256, proxy_post
 
@@ -203,3 +206,52 @@ def test_signer_needs_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(RuntimeError, match="no AWS credentials"):
         Signer("us-east-1", session=botocore.session.Session())
+
+
+async def test_expiring_credentials_are_refreshed_off_the_event_loop() -> None:
+    refreshed_in: list[str] = []
+
+    def refresh() -> dict[str, str]:
+        refreshed_in.append(threading.current_thread().name)
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        return {
+            "access_key": "new",
+            "secret_key": "s",
+            "token": "t",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    credentials = RefreshableCredentials.create_from_metadata(
+        {"access_key": "old", "secret_key": "s", "token": "t", "expiry_time": stale.isoformat()},
+        refresh_using=refresh,
+        method="test",
+    )
+
+    class Session:
+        def get_credentials(self) -> RefreshableCredentials:
+            return credentials
+
+    signer = Signer("us-east-1", session=Session())
+    frozen = await signer.frozen_credentials()
+    assert frozen.access_key == "new"
+    assert refreshed_in
+    assert refreshed_in[0] != threading.main_thread().name
+    headers = signer.sign("https://dynamodb.us-east-1.amazonaws.com/", b"{}", "T.X", frozen)
+    assert headers["Host"] == "dynamodb.us-east-1.amazonaws.com"
+    assert headers["X-Amz-Security-Token"] == "t"
+    assert "Credential=new/" in headers["Authorization"]
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://dynamodb.eu-west-1.amazonaws.com", "dynamodb.eu-west-1.amazonaws.com"),
+        ("https://dynamodb.eu-west-1.amazonaws.com:443/", "dynamodb.eu-west-1.amazonaws.com"),
+        ("http://127.0.0.1:8000/", "127.0.0.1:8000"),
+        ("http://localhost:80", "localhost"),
+        ("http://[::1]:8000/", "[::1]:8000"),
+    ],
+)
+def test_host_header(url: str, host: str) -> None:
+    assert host_header(url) == host

@@ -30,7 +30,7 @@ class NoCredentialsError(RuntimeError):
 
 
 class Signer:
-    """Sign DynamoDB JSON-protocol requests for one endpoint.
+    """Sign DynamoDB (and DynamoDB Streams) JSON-protocol requests.
 
     Credentials come from ``session`` (default: a fresh ``botocore.session``,
     i.e. environment variables, the shared config/profile, container and
@@ -38,15 +38,8 @@ class Signer:
     worker thread so a slow STS call never blocks the event loop.
     """
 
-    def __init__(
-        self,
-        region: str,
-        *,
-        session: botocore.session.Session | None = None,
-        service: str = "dynamodb",
-    ) -> None:
+    def __init__(self, region: str, *, session: botocore.session.Session | None = None) -> None:
         self.region = region
-        self.service = service
         credentials = (session or botocore.session.Session()).get_credentials()
         if credentials is None:
             raise NoCredentialsError(
@@ -81,5 +74,6 @@ class Signer:
                 "X-Amz-Target": target,
             },
         )
-        SigV4Auth(credentials, self.service, self.region).add_auth(request)
+        # DynamoDB Streams requests are signed for service "dynamodb" as well.
+        SigV4Auth(credentials, "dynamodb", self.region).add_auth(request)
         return dict(request.headers.items())
