@@ -1,5 +1,66 @@
 """pysync: offline-first sync between IndexedDB in the browser and Amazon DynamoDB."""
 
+from ._errors import (
+    BlockedError,
+    ConstraintError,
+    DatabaseClosedError,
+    DataError,
+    NotFoundError,
+    PysyncError,
+    QuotaExceededError,
+    ReadOnlyError,
+    SchemaError,
+    StoreError,
+    TransactionAbortedError,
+    TransactionInactiveError,
+    ValidationError,
+    VersionError,
+)
+from ._store import (
+    Database,
+    Index,
+    IndexedDBDatabase,
+    KeyRange,
+    MemoryDatabase,
+    MemoryStorage,
+    Record,
+    Request,
+    Schema,
+    StoreSchema,
+    Transaction,
+    delete_indexeddb,
+    open_indexeddb,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "BlockedError",
+    "ConstraintError",
+    "DataError",
+    "Database",
+    "DatabaseClosedError",
+    "Index",
+    "IndexedDBDatabase",
+    "KeyRange",
+    "MemoryDatabase",
+    "MemoryStorage",
+    "NotFoundError",
+    "PysyncError",
+    "QuotaExceededError",
+    "ReadOnlyError",
+    "Record",
+    "Request",
+    "Schema",
+    "SchemaError",
+    "StoreError",
+    "StoreSchema",
+    "Transaction",
+    "TransactionAbortedError",
+    "TransactionInactiveError",
+    "ValidationError",
+    "VersionError",
+    "__version__",
+    "delete_indexeddb",
+    "open_indexeddb",
+]
