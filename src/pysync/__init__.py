@@ -1,10 +1,14 @@
 """pysync: offline-first sync between IndexedDB in the browser and Amazon DynamoDB."""
 
+from ._documents import Document
 from ._errors import (
     BlockedError,
     ConstraintError,
     DatabaseClosedError,
     DataError,
+    DocumentExistsError,
+    DocumentNotFoundError,
+    MigrationError,
     NotFoundError,
     PysyncError,
     QuotaExceededError,
@@ -16,6 +20,10 @@ from ._errors import (
     ValidationError,
     VersionError,
 )
+from ._hlc import Timestamp
+from ._live import Subscription
+from ._replica import Batch, Collection, Replica, Status, SyncState, connect
+from ._schema import AppSchema, CollectionSpec, Migration
 from ._store import (
     Database,
     Index,
@@ -35,32 +43,47 @@ from ._store import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppSchema",
+    "Batch",
     "BlockedError",
+    "Collection",
+    "CollectionSpec",
     "ConstraintError",
     "DataError",
     "Database",
     "DatabaseClosedError",
+    "Document",
+    "DocumentExistsError",
+    "DocumentNotFoundError",
     "Index",
     "IndexedDBDatabase",
     "KeyRange",
     "MemoryDatabase",
     "MemoryStorage",
+    "Migration",
+    "MigrationError",
     "NotFoundError",
     "PysyncError",
     "QuotaExceededError",
     "ReadOnlyError",
     "Record",
+    "Replica",
     "Request",
     "Schema",
     "SchemaError",
+    "Status",
     "StoreError",
     "StoreSchema",
+    "Subscription",
+    "SyncState",
+    "Timestamp",
     "Transaction",
     "TransactionAbortedError",
     "TransactionInactiveError",
     "ValidationError",
     "VersionError",
     "__version__",
+    "connect",
     "delete_indexeddb",
     "open_indexeddb",
 ]

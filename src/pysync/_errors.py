@@ -4,6 +4,9 @@ The tree::
 
     PysyncError
     ├── ValidationError            a document or value pysync cannot store as given
+    ├── DocumentNotFoundError      patch/increment of a document that does not exist
+    ├── DocumentExistsError        add() of an id that is already taken
+    ├── MigrationError             a schema migration step failed (nothing changed)
     └── StoreError                 the local database failed; ``name`` and ``message``
         │                          keep the browser's DOMException name and text
         ├── QuotaExceededError     the origin's storage quota is full
@@ -140,3 +143,18 @@ _BY_NAME: dict[str, type[StoreError]] = {
 def store_error(name: str, message: str) -> StoreError:
     """Translate a DOMException ``name`` and ``message`` into the matching pysync error."""
     return _BY_NAME.get(name, StoreError)(message, name)
+
+
+class DocumentNotFoundError(PysyncError, KeyError):
+    """A patch or increment names a document that does not exist locally."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "document not found"
+
+
+class DocumentExistsError(PysyncError):
+    """``add`` was given the id of a document that already exists."""
+
+
+class MigrationError(PysyncError):
+    """A schema migration step failed; nothing was changed."""

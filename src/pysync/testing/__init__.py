@@ -3,8 +3,11 @@
 * :mod:`pysync.testing.store_contract`: the behaviour every storage backend
   guarantees, as runnable checks (run against IndexedDB in Chromium and against
   the in-memory backend in CPython).
+* :class:`MemoryBrowser`: simulated tabs (shared storage, broadcast channels,
+  Web Locks, connectivity and a fake clock) to run replicas in CPython.
 """
 
 from ._factories import StoreFactory, indexeddb_factory, memory_factory
+from ._platform import MemoryBrowser, MemoryTab
 
-__all__ = ["StoreFactory", "indexeddb_factory", "memory_factory"]
+__all__ = ["MemoryBrowser", "MemoryTab", "StoreFactory", "indexeddb_factory", "memory_factory"]

@@ -1,0 +1,75 @@
+"""The outbox: local changes waiting to be pushed, and how new edits fold into them.
+
+An entry describes one record's pending change::
+
+    {"n": 17, "mid": "…", "collection": "todos", "id": "a", "op": "put" | "patch" | "delete",
+     "value": {...} (put), "set": {...}, "inc": {...} (patch),
+     "base": {...} | None, "base_v": 3 | None, "new": bool, "hlc": "…",
+     "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None}
+
+``base`` is the record as the server had it when the first folded edit was made
+(the common ancestor of a three-way merge) and ``base_v`` its version; ``new``
+says the record did not exist anywhere but here. ``group`` ties the entries of
+one multi-record transaction together.
+
+Folding rules (only into an entry still ``pending``; never into one in flight,
+whose edit must be pushed again on top of the version its push creates):
+put then anything keeps the first base; a delete of a record created here
+cancels the entry; increments add up; a later ``set`` of a field overrides an
+earlier increment of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Entry = dict[str, Any]
+Op = Literal["put", "patch", "delete"]
+
+OUTBOX = "_outbox"
+PENDING, INFLIGHT, REJECTED = "pending", "inflight", "rejected"
+
+
+@dataclass
+class Edit:
+    """One local edit of one record."""
+
+    op: Op
+    value: dict[str, Any] | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    inc: dict[str, int | float] = field(default_factory=dict)
+
+
+def fold(entry: Entry, edit: Edit, hlc: str) -> Entry | None:
+    """``entry`` with ``edit`` folded in, or ``None`` when they cancel out."""
+    out = {**entry, "hlc": hlc}
+    if edit.op == "delete":
+        if entry["new"] and entry["op"] != "delete":
+            return None
+        out.update(op="delete", value=None, set={}, inc={})
+    elif edit.op == "put":
+        out.update(op="put", value=edit.value, set={}, inc={})
+    elif entry["op"] == "patch":
+        sets = {**entry["set"], **edit.set}
+        incs = {k: v for k, v in entry["inc"].items() if k not in edit.set}
+        for name, delta in edit.inc.items():
+            if name in sets:
+                sets[name] = sets[name] + delta
+            else:
+                incs[name] = incs.get(name, 0) + delta
+        out.update(set=sets, inc=incs)
+    else:  # a patch after a put: still a put, of the patched value
+        assert entry["value"] is not None, "a patch needs an existing record"
+        out.update(value=apply_patch(entry["value"], edit.set, edit.inc))
+    return out
+
+
+def apply_patch(
+    doc: dict[str, Any], sets: dict[str, Any], incs: dict[str, int | float]
+) -> dict[str, Any]:
+    """``doc`` with fields set and counters incremented (a missing counter counts from 0)."""
+    out = {**doc, **sets}
+    for name, delta in incs.items():
+        out[name] = out.get(name, 0) + delta
+    return out

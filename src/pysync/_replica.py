@@ -1,0 +1,524 @@
+"""A replica: the app's local database for one user, with its outbox and clock.
+
+Every local write is ONE store transaction over the collection(s), the outbox
+and the clock: the documents, their outbox entries and the clock commit
+together or not at all. Writes are computed inside the transaction from what it
+reads (request callbacks, no ``await``), so concurrent writers in several tabs
+never lose an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from . import _hlc
+from ._documents import Document, Key, check_document, check_id, new_id, public
+from ._errors import DocumentExistsError, DocumentNotFoundError
+from ._live import Subscription, Watchers
+from ._migrate import migrate
+from ._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold
+from ._platform import Channel, Platform, Unsubscribe
+from ._schema import CONFLICTS, META, AppSchema, index_range, with_index_keys
+from ._store import Database, KeyRange, Request, Transaction
+
+SyncState = Literal["synced", "pending", "conflict", "rejected"]
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the app shows about its data: pending work, leadership, connectivity."""
+
+    pending: int = 0
+    rejected: int = 0
+    leader: bool = False
+    online: bool = True
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Write:
+    collection: str
+    key: Key
+    edit: Edit
+    must_not_exist: bool = False
+
+
+async def connect(
+    app: str, user: str, schema: AppSchema, *, platform: Platform | None = None
+) -> Replica:
+    """Open the local replica of ``app`` for ``user`` (creating or migrating it).
+
+    In a page this uses IndexedDB; pass ``platform`` (see ``pysync.testing``) to
+    run elsewhere.
+    """
+    if platform is None:
+        from ._browser import BrowserPlatform
+
+        platform = BrowserPlatform()
+    name = f"pysync:{app}:{user}"
+    store = await platform.open_store(schema.store_schema(name))
+    try:
+        client_id = await _client_id(store)
+        await migrate(store, schema)
+    except BaseException:
+        store.close()
+        raise
+    replica = Replica(name, schema, store, platform, client_id)
+    await replica._start()
+    return replica
+
+
+async def _client_id(store: Database) -> str:
+    """This device's client id, created on first use (once, even with racing tabs)."""
+
+    chosen: list[str] = []
+
+    def body(tx: Transaction) -> None:
+        def ensure(found: dict[str, Any] | None) -> None:
+            if found is None:
+                found = {"key": "client", "id": new_id()[:16]}
+                tx.put(META, found)
+            chosen.append(found["id"])
+
+        tx.get(META, "client").then(ensure)
+
+    await store.run(META, "readwrite", body)
+    return chosen[0]
+
+
+class Replica:
+    """The local database of one app and user; open it with :func:`connect`."""
+
+    def __init__(
+        self, name: str, schema: AppSchema, store: Database, platform: Platform, client_id: str
+    ) -> None:
+        self.name = name
+        self.schema = schema
+        self.store = store
+        self.platform = platform
+        self.client_id = client_id
+        self._clock = _hlc.ZERO
+        self._status = Status(online=platform.online())
+        self._status_listeners: list[Callable[[Status], object]] = []
+        self._watchers = Watchers()
+        self._channel: Channel | None = None
+        self._stops: list[Unsubscribe] = []
+        self._collections = {name: Collection(self, name) for name in schema.collections}
+        self.closed = False
+
+    async def _start(self) -> None:
+        self._channel = self.platform.channel(f"{self.name}:changes", self._on_message)
+        self._stops.append(self.platform.on_online_change(self._on_online))
+        self._stops.append(self.platform.request_leadership(f"{self.name}:leader", self._on_leader))
+        await self._refresh_counts()
+
+    # -- collections and status ------------------------------------------------------
+
+    def collection(self, name: str) -> Collection:
+        """The collection called ``name``."""
+        try:
+            return self._collections[name]
+        except KeyError:
+            raise KeyError(f"no collection {name!r} in the schema") from None
+
+    def __getitem__(self, name: str) -> Collection:
+        return self.collection(name)
+
+    @property
+    def status(self) -> Status:
+        """The current status."""
+        return self._status
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this tab is the one that syncs for this database."""
+        return self._status.leader
+
+    def on_status(self, callback: Callable[[Status], object]) -> Unsubscribe:
+        """Call ``callback(status)`` on every change of the status; returns an unsubscribe."""
+        self._status_listeners.append(callback)
+        return lambda: self._status_listeners.remove(callback)
+
+    def _set_status(self, **changes: Any) -> None:
+        new = replace(self._status, **changes)
+        if new != self._status:
+            self._status = new
+            for listener in list(self._status_listeners):
+                listener(new)
+
+    def _on_leader(self) -> None:
+        self._set_status(leader=True)
+
+    def _on_online(self, online: bool) -> None:
+        self._set_status(online=online)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "changed":
+            self._watchers.changed(message["collections"])
+            self._spawn(self._refresh_counts())
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(self._report)
+
+    def _report(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._set_status(last_error=repr(task.exception()))
+
+    async def _refresh_counts(self) -> None:
+        def body(tx: Transaction) -> tuple[Request[int], Request[int]]:
+            rejected = tx.count(OUTBOX, index="by_state", range=KeyRange.only(REJECTED))
+            return tx.count(OUTBOX), rejected
+
+        if self.closed:
+            return
+        total, rejected = await self.store.run(OUTBOX, "readonly", body)
+        self._set_status(pending=total.result - rejected.result, rejected=rejected.result)
+
+    def close(self) -> None:
+        """Stop watching, give up leadership and close the local database."""
+        if self.closed:
+            return
+        self.closed = True
+        self._watchers.cancel_all()
+        for stop in self._stops:
+            stop()
+        if self._channel is not None:
+            self._channel.close()
+        self.store.close()
+
+    # -- writing ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Batch]:
+        """Collect writes to several documents and commit them as one atomic change.
+
+        ``async with replica.transaction() as tx: tx.put("todos", {...}); tx.delete(...)``.
+        The writes are applied when the block exits without an exception, locally in
+        one IndexedDB transaction, and pushed to the server as one transaction.
+        """
+        batch = Batch(self)
+        yield batch
+        await self._write(batch.writes, group=new_id() if len(batch.writes) > 1 else None)
+
+    async def _write(self, writes: list[_Write], group: str | None = None) -> list[Document | None]:
+        """Apply ``writes`` in one transaction; the documents after each write."""
+        if not writes:
+            return []
+        results: list[Document | None] = []
+        collections = sorted({w.collection for w in writes})
+        applied = _Applier(self, writes, group, results)
+        await self.store.run([*collections, OUTBOX, META], "readwrite", applied.body)
+        self._clock = max(self._clock, applied.clock)
+        self._watchers.changed(collections)
+        if self._channel is not None:
+            self._channel.post({"type": "changed", "collections": collections})
+        await self._refresh_counts()
+        return results
+
+    # -- outbox inspection ------------------------------------------------------------
+
+    async def outbox(self) -> list[Entry]:
+        """The outbox entries, oldest first (pending, in flight and rejected)."""
+        return await self.store.query(OUTBOX)
+
+    async def sync_state(self, collection: str, key: Key) -> SyncState:
+        """Whether a document is synced, pending, in conflict or rejected."""
+        only = KeyRange.only((collection, key))
+
+        def body(tx: Transaction) -> tuple[Request[list[Entry]], Request[list[Entry]]]:
+            return tx.query(OUTBOX, index="by_record", range=only), tx.query(
+                CONFLICTS, index="by_record", range=only
+            )
+
+        entries, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
+        if any(e["state"] == REJECTED for e in entries.result):
+            return "rejected"
+        if any(c.get("open") for c in conflicts.result):
+            return "conflict"
+        return "pending" if entries.result else "synced"
+
+
+class _Applier:
+    """Computes and issues the writes of one local transaction, inside it."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        writes: list[_Write],
+        group: str | None,
+        results: list[Document | None],
+    ) -> None:
+        self.replica = replica
+        self.writes = writes
+        self.group = group
+        self.results = results
+        self.clock = replica._clock
+
+    def body(self, tx: Transaction) -> None:
+        clock = tx.get(META, "clock")
+        records: dict[tuple[str, Key], Request[Any]] = {}
+        entries: dict[tuple[str, Key], Request[list[Entry]]] = {}
+        for write in self.writes:
+            target = (write.collection, write.key)
+            if target not in records:
+                records[target] = tx.get(write.collection, write.key)
+                entries[target] = tx.query(OUTBOX, index="by_record", range=KeyRange.only(target))
+        # Requests complete in order: when the last one is known, all are.
+        last = list(entries.values())[-1]
+        last.then(
+            lambda _: self.apply(
+                tx,
+                clock.result,
+                {t: r.result for t, r in records.items()},
+                {t: r.result for t, r in entries.items()},
+            )
+        )
+
+    def apply(
+        self,
+        tx: Transaction,
+        clock: dict[str, Any] | None,
+        records: dict[tuple[str, Key], Any],
+        entries: dict[tuple[str, Key], list[Entry]],
+    ) -> None:
+        clock = clock or {"key": "clock", "hlc": str(_hlc.ZERO), "n": 0}
+        stamp = max(_hlc.Timestamp.parse(clock["hlc"]), self.clock)
+        counter = int(clock["n"])
+        now = self.replica.platform.now_ms()
+        for write in self.writes:
+            target = (write.collection, write.key)
+            current = records[target]
+            pending = entries[target]
+            stamp = _hlc.tick(stamp, now, self.replica.client_id)
+            new = self._new_record(write, current)
+            if write.edit.op == "delete" and current is None:
+                self.results.append(None)
+                continue
+            entry = self._entry(write, current, pending, str(stamp))
+            if entry is None:
+                # An edit that cancels the pending entry (delete of a record created here).
+                tx.delete(OUTBOX, pending[-1]["n"])
+                pending.pop()
+            elif pending and entry["n"] == pending[-1]["n"]:
+                tx.put(OUTBOX, entry)
+                pending[-1] = entry
+            else:
+                counter += 1
+                entry["n"] = counter
+                tx.put(OUTBOX, entry)
+                pending.append(entry)
+            if new is None:
+                tx.delete(write.collection, write.key)
+            else:
+                tx.put(write.collection, new)
+            records[target] = new
+            self.results.append(None if new is None else public(new))
+        self.clock = stamp
+        tx.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
+
+    def _new_record(self, write: _Write, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        edit = write.edit
+        if write.must_not_exist and current is not None:
+            raise DocumentExistsError(
+                f"{write.collection}: a document with id {write.key!r} exists"
+            )
+        if edit.op == "delete":
+            return None
+        spec = self.replica.schema.collections[write.collection]
+        system = {k: v for k, v in (current or {}).items() if k.startswith("_")}
+        if edit.op == "put":
+            assert edit.value is not None
+            return with_index_keys(spec, {**edit.value, **system})
+        if current is None:
+            raise DocumentNotFoundError(f"{write.collection}: no document with id {write.key!r}")
+        return with_index_keys(spec, apply_patch(current, edit.set, edit.inc))
+
+    def _entry(
+        self, write: _Write, current: dict[str, Any] | None, pending: list[Entry], hlc: str
+    ) -> Entry | None:
+        last = pending[-1] if pending else None
+        if (
+            last is not None
+            and last["state"] == PENDING
+            and (self.group is None or last["group"] == self.group)
+        ):
+            return fold(last, write.edit, hlc)
+        edit = write.edit
+        return {
+            "n": None,
+            "mid": new_id(),
+            "collection": write.collection,
+            "id": write.key,
+            "op": edit.op,
+            "value": edit.value,
+            "set": edit.set,
+            "inc": edit.inc,
+            # The common ancestor for a three-way merge: what the server has (or, when
+            # an earlier change is still in flight, what it will have once it lands).
+            "base": None if current is None else public(current),
+            "base_v": None if current is None or pending else current.get("_v"),
+            "follows": last["mid"] if last is not None and last["state"] == INFLIGHT else None,
+            "new": current is None and not pending,
+            "hlc": hlc,
+            "group": self.group,
+            "state": PENDING,
+            "error": None,
+        }
+
+
+class Batch:
+    """The writes of :meth:`Replica.transaction`, applied together on exit."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+        self.writes: list[_Write] = []
+
+    def put(self, collection: str, doc: Document) -> None:
+        """Insert or replace ``doc``."""
+        self.writes.append(self._replica.collection(collection)._put_write(doc))
+
+    def patch(self, collection: str, key: Key, changes: Document) -> None:
+        """Set some fields of an existing document."""
+        self.writes.append(self._replica.collection(collection)._patch_write(key, changes, {}))
+
+    def increment(self, collection: str, key: Key, field: str, by: int | float = 1) -> None:
+        """Add ``by`` to a numeric field (merged with concurrent increments, never lost)."""
+        coll = self._replica.collection(collection)
+        self.writes.append(coll._patch_write(key, {}, {field: by}))
+
+    def delete(self, collection: str, key: Key) -> None:
+        """Delete a document."""
+        check_id(collection, key)
+        self.writes.append(_Write(collection, key, Edit("delete")))
+
+
+class Collection:
+    """The documents of one collection; get it with ``replica.collection(name)``."""
+
+    def __init__(self, replica: Replica, name: str) -> None:
+        self.replica = replica
+        self.name = name
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _put_write(self, doc: Document, must_not_exist: bool = False) -> _Write:
+        doc = dict(check_document(self.name, doc))
+        return _Write(self.name, doc["id"], Edit("put", value=doc), must_not_exist)
+
+    def _patch_write(self, key: Key, sets: Document, incs: dict[str, int | float]) -> _Write:
+        check_id(self.name, key)
+        check_document(self.name, sets, need_id=False)
+        if "id" in sets and sets["id"] != key:
+            raise DocumentExistsError(f"{self.name}: a patch cannot change the id")
+        for field_name, delta in incs.items():
+            check_document(self.name, {field_name: delta}, need_id=False)
+            if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+                raise TypeError(f"{self.name}: increment of {field_name!r} must be a number")
+        return _Write(self.name, key, Edit("patch", set=dict(sets), inc=dict(incs)))
+
+    async def put(self, doc: Document) -> Document:
+        """Insert or replace ``doc`` (it must have an ``id``); returns the stored document."""
+        (stored,) = await self.replica._write([self._put_write(doc)])
+        assert stored is not None
+        return stored
+
+    async def add(self, doc: Document) -> Document:
+        """Insert a new document, giving it a random ``id`` if it has none.
+
+        Raises :class:`DocumentExistsError` if the id is taken.
+        """
+        if "id" not in doc:
+            doc = {"id": new_id(), **doc}
+        (stored,) = await self.replica._write([self._put_write(doc, must_not_exist=True)])
+        assert stored is not None
+        return stored
+
+    async def patch(self, key: Key, changes: Document) -> Document:
+        """Set the given fields of an existing document; returns the new document."""
+        (stored,) = await self.replica._write([self._patch_write(key, changes, {})])
+        assert stored is not None
+        return stored
+
+    async def increment(self, key: Key, field: str, by: int | float = 1) -> Document:
+        """Add ``by`` to a numeric field; concurrent increments on other devices add up."""
+        (stored,) = await self.replica._write([self._patch_write(key, {}, {field: by})])
+        assert stored is not None
+        return stored
+
+    async def delete(self, key: Key) -> None:
+        """Delete a document (nothing happens if it does not exist)."""
+        check_id(self.name, key)
+        await self.replica._write([_Write(self.name, key, Edit("delete"))])
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get(self, key: Key) -> Document | None:
+        """The document with this id, or ``None``."""
+        record = await self.replica.store.get(self.name, check_id(self.name, key))
+        return None if record is None else public(record)
+
+    async def get_many(self, keys: Iterable[Key]) -> list[Document | None]:
+        """The documents with these ids, in order (``None`` where missing)."""
+        keys = [check_id(self.name, k) for k in keys]
+        records = await self.replica.store.get_many(self.name, keys)
+        return [None if r is None else public(r) for r in records]
+
+    async def query(
+        self,
+        *,
+        index: str | None = None,
+        equals: Any = None,
+        range: KeyRange | None = None,
+        where: Callable[[Document], bool] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        reverse: bool = False,
+    ) -> list[Document]:
+        """Documents in the order of ``index`` (or of ids).
+
+        ``equals`` (a value, or a tuple for a compound index) or ``range`` restrict the
+        index keys; ``where`` filters in Python; then ``offset`` and ``limit`` apply.
+        """
+        range = self._range(index, equals, range)
+        if where is None:
+            records = await self.replica.store.query(
+                self.name, index=index, range=range, limit=limit, offset=offset, reverse=reverse
+            )
+            return [public(r) for r in records]
+        records = await self.replica.store.query(
+            self.name, index=index, range=range, reverse=reverse
+        )
+        docs = [doc for doc in map(public, records) if where(doc)]
+        return docs[offset : None if limit is None else offset + limit]
+
+    async def count(
+        self, *, index: str | None = None, equals: Any = None, range: KeyRange | None = None
+    ) -> int:
+        """How many documents match (see :meth:`query`)."""
+        range = self._range(index, equals, range)
+        return await self.replica.store.count(self.name, index=index, range=range)
+
+    def _range(self, index: str | None, equals: Any, range: KeyRange | None) -> KeyRange | None:
+        if equals is not None:
+            if range is not None:
+                raise ValueError("give either equals or range, not both")
+            range = KeyRange.only(equals)
+        # Index keys are stored with booleans as 0/1 (see with_index_keys).
+        return range if index is None else index_range(range)
+
+    def watch(self, callback: Callable[[list[Document]], object], **query: Any) -> Subscription:
+        """Call ``callback(documents)`` now and whenever the query's result changes.
+
+        Changes made in this tab, in other tabs and (with sync) on the server all
+        count. Call ``cancel()`` on the returned subscription to stop.
+        """
+        return self.replica._watchers.add(self.name, lambda: self.query(**query), callback)
+
+    async def sync_state(self, key: Key) -> SyncState:
+        """Whether this document is synced, pending, in conflict or rejected."""
+        return await self.replica.sync_state(self.name, key)

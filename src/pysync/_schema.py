@@ -1,0 +1,115 @@
+"""The app's schema: collections, their indexes, the version and its migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import SchemaError
+from ._outbox import OUTBOX
+from ._store import Index, KeyRange, Schema, StoreSchema
+from ._store._schema import extract_key
+
+META = "_meta"
+CONFLICTS = "_conflicts"
+
+Migration = Callable[[str, dict[str, Any]], dict[str, Any]]
+"""``migrate(collection, document) -> document``: one upgrade step for stored data."""
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection of documents keyed by their ``id`` field, with optional indexes."""
+
+    indexes: tuple[Index, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppSchema:
+    """The collections of an app at one ``version``.
+
+    ``migrations[v]`` upgrades every stored document (and every pending outbox
+    entry) from version ``v - 1`` to ``v``; steps run in order, all in one
+    transaction, when a replica opens with a higher version than it stored.
+    """
+
+    version: int
+    collections: Mapping[str, CollectionSpec]
+    migrations: Mapping[int, Migration] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.collections:
+            if not name or name.startswith("_"):
+                raise SchemaError(f"collection names may not be empty or start with '_': {name!r}")
+        for version in self.migrations:
+            if not 1 < version <= self.version:
+                raise SchemaError(f"migration for version {version} is outside 2..{self.version}")
+
+    def store_schema(self, name: str) -> Schema:
+        """The IndexedDB schema: one store per collection, plus pysync's own.
+
+        A collection's indexes cover the ``_ix`` field that :func:`with_index_keys`
+        fills, not the document fields themselves, so that booleans (which are not
+        IndexedDB keys) can be indexed too.
+        """
+        stores = [
+            StoreSchema(
+                collection,
+                "id",
+                tuple(
+                    Index(i.name, f"{INDEX_FIELD}.{i.name}", i.unique, i.multi_entry)
+                    for i in spec.indexes
+                ),
+            )
+            for collection, spec in self.collections.items()
+        ]
+        stores += [
+            StoreSchema(
+                OUTBOX,
+                "n",
+                (Index("by_record", ("collection", "id")), Index("by_state", "state")),
+            ),
+            StoreSchema(META, "key"),
+            StoreSchema(CONFLICTS, "cid", (Index("by_record", ("collection", "id")),)),
+        ]
+        return Schema(name, self.version, tuple(stores))
+
+
+INDEX_FIELD = "_ix"
+
+
+def index_value(value: Any) -> Any:
+    """``value`` as an index key: booleans become 0 and 1, inside lists too."""
+    if value is True or value is False:
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [index_value(v) for v in value]
+    return value
+
+
+def index_range(range: KeyRange | None) -> KeyRange | None:
+    """A key range over index keys for a range over document values."""
+    if range is None:
+        return None
+    return KeyRange(
+        index_value(range.lower),
+        index_value(range.upper),
+        range.lower_open,
+        range.upper_open,
+        range.has_lower,
+        range.has_upper,
+    )
+
+
+def with_index_keys(spec: CollectionSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``_ix`` field recomputed from its document fields."""
+    keys = {}
+    for index in spec.indexes:
+        value = extract_key(record, index.key_path)
+        if value is not None:
+            keys[index.name] = index_value(value)
+    out = {k: v for k, v in record.items() if k != INDEX_FIELD}
+    if keys:
+        out[INDEX_FIELD] = keys
+    return out

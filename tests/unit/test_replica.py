@@ -1,0 +1,289 @@
+"""The local-first data API on the in-memory platform (fast, deterministic)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import pysync
+from pysync import AppSchema, CollectionSpec, Index
+from pysync.testing import MemoryBrowser
+
+SCHEMA = AppSchema(
+    version=1,
+    collections={
+        "todos": CollectionSpec(
+            indexes=(Index("by_done", "done"), Index("by_list", ("list", "n")))
+        ),
+        "lists": CollectionSpec(),
+    },
+)
+
+
+async def open_tab(browser: MemoryBrowser, schema: AppSchema = SCHEMA) -> pysync.Replica:
+    return await pysync.connect("demo", "alice", schema, platform=browser.tab())
+
+
+@pytest.fixture
+async def replica() -> Any:
+    db = await open_tab(MemoryBrowser())
+    yield db
+    db.close()
+
+
+async def test_crud_and_queries(replica: pysync.Replica) -> None:
+    todos = replica["todos"]
+    added = await todos.add({"title": "write tests", "done": False, "list": "l1", "n": 2})
+    assert len(added["id"]) == 32
+    await todos.put({"id": "b", "title": "ship", "done": True, "list": "l1", "n": 1})
+    assert await todos.get("b") == {"id": "b", "title": "ship", "done": True, "list": "l1", "n": 1}
+    assert await todos.patch("b", {"done": False}) == {
+        "id": "b",
+        "title": "ship",
+        "done": False,
+        "list": "l1",
+        "n": 1,
+    }
+    await todos.increment("b", "n", 10)
+    assert (await todos.get("b") or {})["n"] == 11
+    in_list = await todos.query(index="by_list", range=pysync.KeyRange.bound(("l1", 0), ("l1", 5)))
+    assert [d["title"] for d in in_list] == ["write tests"]
+    assert await todos.count(index="by_done", equals=False) == 2
+    found = await todos.query(where=lambda d: d["n"] > 5)
+    assert [d["id"] for d in found] == ["b"]
+    await todos.delete("b")
+    assert await todos.get("b") is None
+    assert await todos.get_many([added["id"], "b"]) == [added, None]
+
+
+async def test_invalid_input_is_refused_and_nothing_is_written(replica: pysync.Replica) -> None:
+    todos = replica["todos"]
+    with pytest.raises(pysync.ValidationError, match="reserved"):
+        await todos.put({"id": "a", "_v": 3})
+    with pytest.raises(pysync.ValidationError, match="id"):
+        await todos.put({"title": "no id"})
+    with pytest.raises(pysync.ValidationError, match="set"):
+        await todos.put({"id": "a", "tags": {"x"}})
+    with pytest.raises(pysync.ValidationError):
+        await todos.put({"id": True})
+    with pytest.raises(pysync.DocumentNotFoundError):  # noqa: PT012 - the block is the unit
+        await todos.patch("missing", {"done": True})
+    await todos.add({"id": "a"})
+    with pytest.raises(pysync.DocumentExistsError):
+        await todos.add({"id": "a", "title": "again"})
+    assert await todos.get("a") == {"id": "a"}
+    assert len(await replica.outbox()) == 1
+
+
+async def test_every_write_has_its_outbox_entry(replica: pysync.Replica) -> None:
+    todos = replica["todos"]
+    await todos.put({"id": "a", "title": "one"})
+    await todos.put({"id": "b", "title": "two"})
+    (a, b) = await replica.outbox()
+    assert (a["collection"], a["id"], a["op"], a["value"]) == (
+        "todos",
+        "a",
+        "put",
+        {"id": "a", "title": "one"},
+    )
+    assert a["new"]
+    assert a["base"] is None
+    assert a["state"] == "pending"
+    assert a["n"] < b["n"]
+    assert a["hlc"] < b["hlc"]
+    assert replica.status.pending == 2
+    assert await todos.sync_state("a") == "pending"
+
+
+async def test_coalescing_rules(replica: pysync.Replica) -> None:
+    todos = replica["todos"]
+    # put after put keeps the last value (and the first base)
+    await todos.put({"id": "a", "title": "v1"})
+    await todos.put({"id": "a", "title": "v2"})
+    (entry,) = await replica.outbox()
+    assert entry["value"] == {"id": "a", "title": "v2"}
+    assert entry["new"]
+    # delete after create cancels out
+    await todos.delete("a")
+    assert await replica.outbox() == []
+    assert await todos.sync_state("a") == "synced"
+    # increments add up (on a record the server already has)
+    await replica.store.put("todos", {"id": "c", "likes": 1, "_v": 4})
+    await todos.increment("c", "likes")
+    await todos.increment("c", "likes", 2)
+    (entry,) = await replica.outbox()
+    assert (entry["op"], entry["inc"], entry["base"], entry["base_v"]) == (
+        "patch",
+        {"likes": 3},
+        {"id": "c", "likes": 1},
+        4,
+    )
+    assert (await todos.get("c") or {})["likes"] == 4
+    # a later set overrides an earlier increment; base stays the first one
+    await todos.patch("c", {"likes": 0, "x": 1})
+    (entry,) = await replica.outbox()
+    assert (entry["set"], entry["inc"], entry["base_v"]) == ({"likes": 0, "x": 1}, {}, 4)
+    # delete of a server record stays a delete with the first base
+    await todos.delete("c")
+    (entry,) = await replica.outbox()
+    assert (entry["op"], entry["base"]) == ("delete", {"id": "c", "likes": 1})
+
+
+async def test_an_edit_during_a_push_is_not_folded_into_it(replica: pysync.Replica) -> None:
+    todos = replica["todos"]
+    await todos.put({"id": "a", "title": "v1"})
+    (entry,) = await replica.outbox()
+    await replica.store.put("_outbox", {**entry, "state": "inflight"})
+    await todos.patch("a", {"title": "v2"})
+    first, second = await replica.outbox()
+    assert first["value"] == {"id": "a", "title": "v1"}
+    assert first["state"] == "inflight"
+    assert (second["op"], second["set"], second["follows"]) == (
+        "patch",
+        {"title": "v2"},
+        first["mid"],
+    )
+    assert not second["new"]
+
+
+async def test_transaction_commits_all_or_nothing(replica: pysync.Replica) -> None:
+    async with replica.transaction() as tx:
+        tx.put("lists", {"id": "l1", "name": "home"})
+        tx.put("todos", {"id": "t1", "list": "l1", "n": 1})
+        await asyncio.sleep(0)  # awaiting inside is harmless: writes apply on exit
+        tx.increment("todos", "t1", "n")
+    assert await replica["todos"].get("t1") == {"id": "t1", "list": "l1", "n": 2}
+    entries = await replica.outbox()
+    assert len({e["group"] for e in entries}) == 1
+    assert entries[0]["group"] is not None
+
+    with pytest.raises(pysync.DocumentNotFoundError):  # noqa: PT012 - the block is the unit
+        async with replica.transaction() as tx:
+            tx.put("todos", {"id": "t2"})
+            tx.patch("lists", "missing", {"name": "x"})
+    assert await replica["todos"].get("t2") is None
+    assert len(await replica.outbox()) == 2
+
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the block is the unit
+        async with replica.transaction() as tx:
+            tx.put("todos", {"id": "t3"})
+            raise RuntimeError("app changed its mind")
+    assert await replica["todos"].get("t3") is None
+
+
+async def test_clock_is_monotonic_across_reopen_and_backwards_time() -> None:
+    browser = MemoryBrowser()
+    db = await open_tab(browser)
+    await db["todos"].put({"id": "a"})
+    browser.now_ms -= 60_000  # the wall clock jumps back a minute
+    await db["todos"].put({"id": "b"})
+    client = db.client_id
+    db.close()
+    again = await open_tab(browser)
+    assert again.client_id == client
+    await again["todos"].put({"id": "c"})
+    stamps = [pysync.Timestamp.parse(e["hlc"]) for e in await again.outbox()]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 3
+    assert stamps[1].wall == stamps[0].wall
+    assert stamps[1].counter == stamps[0].counter + 1
+    again.close()
+
+
+async def test_live_queries_follow_local_and_other_tab_writes() -> None:
+    browser = MemoryBrowser()
+    tab_a, tab_b = await open_tab(browser), await open_tab(browser)
+    seen: list[list[str]] = []
+    sub = tab_b["todos"].watch(
+        lambda docs: seen.append([d["id"] for d in docs]), index="by_done", equals=False
+    )
+    await sub.settled()
+    await tab_a["todos"].put({"id": "x", "done": False})
+    await asyncio.sleep(0)  # the channel message arrives in a later task
+    await sub.settled()
+    await tab_b["todos"].put({"id": "y", "done": True})  # not in the query: no new result
+    await sub.settled()
+    await tab_b["todos"].put({"id": "z", "done": False})
+    await sub.settled()
+    assert seen == [[], ["x"], ["x", "z"]]
+    sub.cancel()
+    await tab_a["todos"].put({"id": "w", "done": False})
+    await asyncio.sleep(0)
+    assert seen[-1] == ["x", "z"]
+    assert tab_b.status.pending == 3  # counts follow other tabs' writes too
+    tab_a.close()
+    tab_b.close()
+
+
+async def test_one_leader_and_hand_over() -> None:
+    browser = MemoryBrowser()
+    tab_a, tab_b = await open_tab(browser), await open_tab(browser)
+    assert tab_a.is_leader
+    assert not tab_b.is_leader
+    changes: list[bool] = []
+    tab_b.on_status(lambda status: changes.append(status.leader))
+    browser.tab()  # an unrelated tab changes nothing
+    assert isinstance(tab_a.platform, pysync.testing.MemoryTab)
+    tab_a.platform.crash()
+    assert tab_b.is_leader
+    assert changes == [True]
+    tab_b.close()
+
+
+async def test_status_follows_connectivity(replica: pysync.Replica) -> None:
+    assert isinstance(replica.platform, pysync.testing.MemoryTab)
+    replica.platform.browser.set_online(False)
+    assert replica.status.online is False
+    replica.platform.browser.set_online(True)
+    assert replica.status.online is True
+
+
+async def test_migration_upgrades_records_and_pending_outbox() -> None:
+    browser = MemoryBrowser()
+    db = await open_tab(browser)
+    await db.store.put("todos", {"id": "synced", "title": "old", "_v": 2})
+    await db["todos"].put({"id": "local", "title": "new one"})
+    await db["todos"].patch("synced", {"title": "edited"})
+    db.close()
+
+    def rename(collection: str, doc: dict[str, Any]) -> dict[str, Any]:
+        if collection == "todos" and "title" in doc:
+            doc["text"] = doc.pop("title")
+        return doc
+
+    v2 = AppSchema(2, SCHEMA.collections, migrations={2: rename})
+    db = await open_tab(browser, v2)
+    assert await db["todos"].get("synced") == {"id": "synced", "text": "edited"}
+    assert await db.store.get("todos", "synced") == {"id": "synced", "text": "edited", "_v": 2}
+    put_entry, patch_entry = await db.outbox()
+    assert put_entry["value"] == {"id": "local", "text": "new one"}
+    assert patch_entry["base"] == {"id": "synced", "text": "old"}
+    assert patch_entry["set"] == {"text": "edited"}
+    db.close()
+
+    def broken(collection: str, doc: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("bug in step 3")
+
+    with pytest.raises(pysync.MigrationError, match="version 3"):
+        await open_tab(browser, AppSchema(3, SCHEMA.collections, migrations={2: rename, 3: broken}))
+    db = await open_tab(browser, AppSchema(3, SCHEMA.collections, migrations={2: rename}))
+    assert len(await db.outbox()) == 2
+    assert await db["todos"].count() == 2
+    db.close()
+
+
+async def test_an_index_added_later_covers_existing_documents() -> None:
+    browser = MemoryBrowser()
+    db = await open_tab(browser)
+    await db["lists"].put({"id": "l1", "archived": True})
+    await db["lists"].put({"id": "l2", "archived": False})
+    db.close()
+    collections = {
+        **SCHEMA.collections,
+        "lists": CollectionSpec(indexes=(Index("by_archived", "archived"),)),
+    }
+    db = await open_tab(browser, AppSchema(2, collections))
+    assert [d["id"] for d in await db["lists"].query(index="by_archived", equals=True)] == ["l1"]
+    db.close()
