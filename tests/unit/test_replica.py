@@ -68,7 +68,7 @@ async def test_invalid_input_is_refused_and_nothing_is_written(replica: pysync.R
         await todos.put({"id": "a", "tags": {"x"}})
     with pytest.raises(pysync.ValidationError):
         await todos.put({"id": True})
-    with pytest.raises(pysync.DocumentNotFoundError):  # noqa: PT012 - the block is the unit
+    with pytest.raises(pysync.DocumentNotFoundError):
         await todos.patch("missing", {"done": True})
     await todos.add({"id": "a"})
     with pytest.raises(pysync.DocumentExistsError):
@@ -159,14 +159,14 @@ async def test_transaction_commits_all_or_nothing(replica: pysync.Replica) -> No
     assert len({e["group"] for e in entries}) == 1
     assert entries[0]["group"] is not None
 
-    with pytest.raises(pysync.DocumentNotFoundError):  # noqa: PT012 - the block is the unit
+    with pytest.raises(pysync.DocumentNotFoundError):
         async with replica.transaction() as tx:
             tx.put("todos", {"id": "t2"})
             tx.patch("lists", "missing", {"name": "x"})
     assert await replica["todos"].get("t2") is None
     assert len(await replica.outbox()) == 2
 
-    with pytest.raises(RuntimeError):  # noqa: PT012 - the block is the unit
+    with pytest.raises(RuntimeError):
         async with replica.transaction() as tx:
             tx.put("todos", {"id": "t3"})
             raise RuntimeError("app changed its mind")
