@@ -1,0 +1,474 @@
+"""Store layer: pysync's IndexedDB bulk write and read vs plain JavaScript IndexedDB.
+
+Run: ``.venv/bin/python bench/bench_store.py [--sizes 1000,10000] [--runs 7] [--warmup 1]``
+
+Everything runs in ONE Chromium page (bench/pages/store.html) with Pyodide and the
+pysync wheel of build/pyodide/. One run of a variant, for N records:
+
+- a fresh database (deleted before and after), opened before timing;
+- the N records built before timing (Python dicts for pysync, JS objects for the
+  baseline: the same shape, ids, strings and numbers);
+- write, timed with ``performance.now()`` inside the page (``js.performance.now()`` from
+  Python): pysync ``await db.put_many("items", records)`` (one transaction), the
+  baseline a loop of ``put()`` in one transaction, until ``complete``; both with
+  durability "strict" (pysync's setting), plus the baseline with the browser's
+  default durability for reference;
+- read back everything, timed: pysync ``await db.query("items")`` (getAll, to Python
+  dicts) vs ``getAll()`` resolved at the transaction's ``complete``.
+
+Variants alternate within each round (and their order flips every round) so that
+machine noise hits them alike. Garbage is collected (Python and JS) before each
+timed region. Reported: median, p25/p75, min/max in ms, and the ratio of medians
+pysync / JS (strict). A phase breakdown of pysync's write and read (validate+encode,
+to_js, JS put loop, commit; getAll, to_py, decode) is measured in separate runs.
+Results go to bench/results/store.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _browser import ROOT, bench_page
+
+RESULTS = ROOT / "bench" / "results" / "store.json"
+GOAL_WRITE_RATIO = 1.5
+
+# Defined once in the page's Python; each function returns a JSON string.
+PAGE_CODE = r'''
+import gc
+import json
+
+import js
+from pysync import Schema, StoreSchema, delete_indexeddb, open_indexeddb
+from pysync._store import _codec, _indexeddb
+from pysync._store._keys import check_key
+from pysync._store._schema import primary_key
+
+
+def make_records(n):
+    return [
+        {
+            "id": f"r{i:06d}",
+            "title": f"Item {i} title text",
+            "n": i,
+            "done": False,
+            "tags": ["a", "b"],
+            "score": 1.5,
+        }
+        for i in range(n)
+    ]
+
+
+def schema(name):
+    return Schema(name, 1, (StoreSchema("items", "id"),))
+
+
+def collect():
+    gc.collect()
+    js.gc()
+
+
+async def pysync_run(name, n):
+    await delete_indexeddb(name)
+    db = await open_indexeddb(schema(name))
+    records = make_records(n)
+    collect()
+    t0 = js.performance.now()
+    await db.put_many("items", records)
+    t1 = js.performance.now()
+    collect()
+    t2 = js.performance.now()
+    back = await db.query("items")
+    t3 = js.performance.now()
+    assert len(back) == n and back[7] == records[7], "read back differs"
+    db.close()
+    del back
+    await delete_indexeddb(name)
+    return json.dumps({"write_ms": t1 - t0, "read_ms": t3 - t2})
+
+
+async def pysync_phases(name, n):
+    """put_many and query, step by step, as _base.py / _indexeddb.py do them."""
+    await delete_indexeddb(name)
+    db = await open_indexeddb(schema(name))
+    records = make_records(n)
+    spec = db.schema.store("items")
+    marks = {}
+    collect()
+
+    def write(tx):
+        marks["begun"] = js.performance.now()
+        encoded = []
+        for record in records:
+            check_key(primary_key(spec, record))
+            encoded.append(_codec.encode(record))
+        marks["encoded"] = js.performance.now()
+        values = _indexeddb._to_js(encoded)
+        marks["converted"] = js.performance.now()
+        _indexeddb._js().putAll(tx._tx.objectStore("items"), values)
+        marks["queued"] = js.performance.now()
+
+    t0 = js.performance.now()
+    await db.run("items", "readwrite", write)
+    t1 = js.performance.now()
+    write_phases = {
+        "begin": marks["begun"] - t0,
+        "validate_encode": marks["encoded"] - marks["begun"],
+        "to_js": marks["converted"] - marks["encoded"],
+        "js_put_loop": marks["queued"] - marks["converted"],
+        "commit_wait": t1 - marks["queued"],
+        "total": t1 - t0,
+    }
+
+    original = _indexeddb._records
+
+    def records_timed(value):
+        marks["delivered"] = js.performance.now()
+        rows = value.to_py()
+        marks["to_py"] = js.performance.now()
+        out = [_codec.decode(row) for row in rows]
+        marks["decoded"] = js.performance.now()
+        return out
+
+    collect()
+    _indexeddb._records = records_timed
+    try:
+        t2 = js.performance.now()
+        back = await db.query("items")
+        t3 = js.performance.now()
+    finally:
+        _indexeddb._records = original
+    assert len(back) == n
+    read_phases = {
+        "get_all": marks["delivered"] - t2,
+        "to_py": marks["to_py"] - marks["delivered"],
+        "decode": marks["decoded"] - marks["to_py"],
+        "commit_wait": t3 - marks["decoded"],
+        "total": t3 - t2,
+    }
+    db.close()
+    del back
+    await delete_indexeddb(name)
+    return json.dumps({"write": write_phases, "read": read_phases})
+'''
+
+# The patch proposed for src/pysync/_store (see docs/benchmarks.md), applied by monkeypatching
+# inside the page for the "pysync_proposed" variant of ``--proposed``.
+PROPOSED_PATCH = r"""
+import json
+
+from pyodide.code import run_js
+
+from pysync._errors import ValidationError
+from pysync._store import _base, _codec, _indexeddb, _keys
+from pysync._store._keys import MAX_SAFE_INT
+
+SIDECAR = _codec.SIDECAR
+
+
+# _codec.py: the same output and messages, but a path is built only for containers
+# and marked values (not for every field), and plain scalars are checked inline.
+def encode(record):
+    if not isinstance(record, dict):
+        raise ValidationError(f"a record must be a dict, not {type(record).__name__}")
+    if SIDECAR in record:
+        raise ValidationError(f"{SIDECAR!r} is a reserved field name")
+    marks = {}
+    copy = _encode_dict(record, (), marks)
+    if marks:
+        copy[SIDECAR] = marks
+    return copy
+
+
+def _encode_dict(value, path, marks):
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            where = _codec._show(list(path))
+            raise ValidationError(f"field names must be str, not {key!r} at {where}")
+        kind = type(item)
+        if (
+            kind is str
+            or kind is bool
+            or item is None
+            or (kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT)
+            or (kind is float and not item.is_integer())
+        ):
+            out[key] = item
+        else:
+            out[key] = _encode_value(item, (*path, key), marks)
+    return out
+
+
+def _encode_list(value, path, marks):
+    out = []
+    for i, item in enumerate(value):
+        kind = type(item)
+        if (
+            kind is str
+            or kind is bool
+            or item is None
+            or (kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT)
+            or (kind is float and not item.is_integer())
+        ):
+            out.append(item)
+        else:
+            out.append(_encode_value(item, (*path, i), marks))
+    return out
+
+
+def _encode_value(value, path, marks):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            marks.setdefault("n", []).append(list(path))
+        return value
+    if kind is float:
+        if value.is_integer():
+            marks.setdefault("f", []).append(list(path))
+        return value
+    if kind is dict:
+        return _encode_dict(value, path, marks)
+    if kind is list or kind is tuple:
+        return _encode_list(value, path, marks)
+    if kind is bytes or kind is bytearray:
+        marks.setdefault("b", []).append(list(path))
+        return bytes(value)
+    raise ValidationError(
+        f"unsupported value of type {kind.__name__} at {_codec._show(list(path))}: use str, "
+        "int, float, bool, None, bytes, dict or list"
+    )
+
+
+# _keys.py: strings and safe ints (nearly every primary key) skip sort_key, which
+# encodes every string key to UTF-16 only to validate it.
+_check_key = _keys.check_key
+
+
+def check_key(key):
+    kind = type(key)
+    if kind is str or (kind is int and -MAX_SAFE_INT <= key <= MAX_SAFE_INT):
+        return key
+    return _check_key(key)
+
+
+# _indexeddb.py: one JSON text parsed by JSON.parse instead of to_js with
+# Object.fromEntries per dict, whenever JSON is exact: no big int or bytes (the
+# sidecar says), no NaN/Infinity (allow_nan=False raises ValueError).
+_parse = run_js("(text) => JSON.parse(text)")
+
+
+def _records_to_js(records):
+    if not any(SIDECAR in r and ("n" in r[SIDECAR] or "b" in r[SIDECAR]) for r in records):
+        try:
+            text = json.dumps(
+                records, allow_nan=False, check_circular=False, separators=(",", ":")
+            )
+        except (TypeError, ValueError):
+            pass
+        else:
+            return _parse(text)
+    return _indexeddb._to_js(records)
+
+
+def _put_many(self, store, records):
+    with _indexeddb._translated():
+        _indexeddb._js().putAll(self._tx.objectStore(store), _records_to_js(records))
+
+
+_ORIGINAL = (
+    _codec.encode,
+    _keys.check_key,
+    _base.check_key,
+    _indexeddb.IndexedDBTransaction._put_many,
+)
+
+
+def apply(on):
+    tx_class = _indexeddb.IndexedDBTransaction
+    if on:
+        _codec.encode, _keys.check_key, _base.check_key = encode, check_key, check_key
+        tx_class._put_many = _put_many
+    else:
+        _codec.encode, _keys.check_key, _base.check_key, tx_class._put_many = _ORIGINAL
+"""
+
+VARIANTS = ("pysync", "js_strict", "js_default")
+
+
+def _run_variant(page: Any, variant: str, db_name: str, n: int) -> dict[str, float]:
+    if variant == "pysync":
+        return page.run_python_json(f"await pysync_run({db_name!r}, {n})")  # type: ignore[no-any-return]
+    if variant == "pysync_proposed":
+        return page.run_python_json(  # type: ignore[no-any-return]
+            f"proposed.apply(True)\ntry:\n    result = await pysync_run({db_name!r}, {n})\n"
+            "finally:\n    proposed.apply(False)\nresult"
+        )
+    durability = "strict" if variant == "js_strict" else "default"
+    return page.run_js(  # type: ignore[no-any-return]
+        "([name, n, durability]) => storeBaseline.run(name, n, durability)",
+        [db_name, n, durability],
+    )
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
+    return {
+        "median": round(statistics.median(ordered), 2),
+        "p25": round(q[0], 2),
+        "p75": round(q[2], 2),
+        "min": round(ordered[0], 2),
+        "max": round(ordered[-1], 2),
+        "runs": [round(v, 2) for v in values],
+    }
+
+
+def _paired(samples: dict[str, list[dict[str, float]]], a: str, b: str, key: str) -> float:
+    ratios = [x[key] / y[key] for x, y in zip(samples[a], samples[b], strict=True)]
+    return round(statistics.median(ratios), 3)
+
+
+def _median_phases(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(s[key] for s in samples), 2) for key in samples[0]}
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/store.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="record counts, comma-separated")
+    parser.add_argument("--runs", type=int, default=7, help="measured rounds per size")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds per size first")
+    parser.add_argument("--phase-runs", type=int, default=5, help="rounds of the phase breakdown")
+    parser.add_argument(
+        "--proposed",
+        action="store_true",
+        help="also measure pysync with the proposed src patch (monkeypatched in the page)",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    variants = (*VARIANTS, "pysync_proposed") if args.proposed else VARIANTS
+
+    started = time.monotonic()
+    with bench_page("store.html") as page:
+        machine = page.machine()
+        machine["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+        page.run_python(PAGE_CODE)
+        if args.proposed:
+            page.run_python(
+                "import types\nproposed = types.ModuleType('proposed')\n"
+                f"exec({PROPOSED_PATCH!r}, proposed.__dict__)"
+            )
+        rows: list[dict[str, Any]] = []
+        phases: list[dict[str, Any]] = []
+        counter = 0
+        for n in sizes:
+            samples: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+            for round_ in range(args.warmup + args.runs):
+                order = variants if round_ % 2 == 0 else tuple(reversed(variants))
+                for variant in order:
+                    counter += 1
+                    result = _run_variant(page, variant, f"bench-store-{counter}", n)
+                    if round_ >= args.warmup:
+                        samples[variant].append(result)
+                print(
+                    f"n={n} round {round_ + 1}/{args.warmup + args.runs}: "
+                    + ", ".join(
+                        f"{v} write {samples[v][-1]['write_ms']:.1f} read "
+                        f"{samples[v][-1]['read_ms']:.1f}"
+                        for v in variants
+                        if round_ >= args.warmup
+                    ),
+                    file=sys.stderr,
+                )
+            for operation, key in (("bulk write", "write_ms"), ("read all", "read_ms")):
+                stats = {v: _stats([s[key] for s in samples[v]]) for v in variants}
+                row: dict[str, Any] = {
+                    "operation": operation,
+                    "n": n,
+                    "pysync_ms": stats["pysync"],
+                    "js_ms": stats["js_strict"],
+                    "ratio": round(stats["pysync"]["median"] / stats["js_strict"]["median"], 3),
+                    # Median of the per-round ratios: both variants of a round share its noise.
+                    "ratio_paired": _paired(samples, "pysync", "js_strict", key),
+                }
+                if args.proposed:
+                    row["pysync_proposed_ms"] = stats["pysync_proposed"]
+                    row["proposed_ratio"] = round(
+                        stats["pysync_proposed"]["median"] / stats["js_strict"]["median"], 3
+                    )
+                    row["proposed_ratio_paired"] = _paired(
+                        samples, "pysync_proposed", "js_strict", key
+                    )
+                if operation == "bulk write":
+                    row["js_default_durability_ms"] = stats["js_default"]
+                    row["goal"] = f"ratio <= {GOAL_WRITE_RATIO}" if n == max(sizes) else None
+                    if row["goal"]:
+                        row["goal_met"] = row["ratio"] <= GOAL_WRITE_RATIO
+                rows.append(row)
+                print(
+                    f"n={n} {operation}: pysync {stats['pysync']['median']} ms, "
+                    f"JS {stats['js_strict']['median']} ms, ratio {row['ratio']}",
+                    file=sys.stderr,
+                )
+            breakdown = []
+            for _ in range(args.phase_runs):
+                counter += 1
+                breakdown.append(
+                    page.run_python_json(f"await pysync_phases('bench-store-{counter}', {n})")
+                )
+            phases.append(
+                {
+                    "n": n,
+                    "write_ms": _median_phases([b["write"] for b in breakdown]),
+                    "read_ms": _median_phases([b["read"] for b in breakdown]),
+                }
+            )
+            print(f"n={n} phases: {phases[-1]}", file=sys.stderr)
+
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result = {
+        "benchmark": "store",
+        "title": "IndexedDB store: pysync vs plain JavaScript",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "setup": (
+            f"one Chromium page; fresh database per run; {args.warmup} warm-up + {args.runs} "
+            "measured rounds per size, variants interleaved; performance.now() in the page; "
+            "records built before timing; durability strict for both (pysync's setting); "
+            "GC (Python and JS) before each timed region"
+        ),
+        "record": {
+            "id": "r000123",
+            "title": "Item 123 title text",
+            "n": 123,
+            "done": False,
+            "tags": ["a", "b"],
+            "score": 1.5,
+        },
+        "goal": f"bulk write of {max(sizes)} records <= {GOAL_WRITE_RATIO}x plain JS",
+        "rows": rows,
+        "phases": phases,
+        "proposed_patch_measured": args.proposed,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
