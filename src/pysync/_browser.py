@@ -65,7 +65,6 @@ class BrowserPlatform:
 
         def stop() -> None:
             release()
-            release.destroy()
             granted.destroy()
 
         return stop
