@@ -261,23 +261,23 @@ class _Applier:
 
     def body(self, tx: Transaction) -> None:
         clock = tx.get(META, "clock")
-        records: dict[tuple[str, Key], Request[Any]] = {}
-        entries: dict[tuple[str, Key], Request[list[Entry]]] = {}
-        for write in self.writes:
-            target = (write.collection, write.key)
-            if target not in records:
-                records[target] = tx.get(write.collection, write.key)
-                entries[target] = tx.query(OUTBOX, index="by_record", range=KeyRange.only(target))
-        # Requests complete in order: when the last one is known, all are.
-        last = list(entries.values())[-1]
-        last.then(
-            lambda _: self.apply(
-                tx,
-                clock.result,
-                {t: r.result for t, r in records.items()},
-                {t: r.result for t, r in entries.items()},
-            )
-        )
+        targets = list(dict.fromkeys((w.collection, w.key) for w in self.writes))
+        by_collection: dict[str, list[Key]] = {}
+        for collection, key in targets:
+            by_collection.setdefault(collection, []).append(key)
+        # One batched read per collection and one for the outbox, whatever the size.
+        found = {c: tx.get_many(c, keys) for c, keys in by_collection.items()}
+        entries = tx.lookup(OUTBOX, "by_record", targets)
+
+        def ready(pending: list[list[Entry]]) -> None:
+            records = {
+                (c, key): record
+                for c, keys in by_collection.items()
+                for key, record in zip(keys, found[c].result, strict=True)
+            }
+            self.apply(tx, clock.result, records, dict(zip(targets, pending, strict=True)))
+
+        entries.then(ready)
 
     def apply(
         self,

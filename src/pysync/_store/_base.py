@@ -137,6 +137,11 @@ class Transaction(ABC):
             raise DataError(f"offset must be a non-negative int, not {offset!r}")
         return self._query(store, index, _check_range(range), limit, offset, reverse)
 
+    def lookup(self, store: str, index: str, keys: Iterable[Any]) -> Request[list[list[Record]]]:
+        """For each key, every record whose ``index`` key equals it (in index order)."""
+        self._check(store, write=False).index(index)
+        return self._lookup(store, index, [check_key(k) for k in keys])
+
     def count(
         self, store: str, *, index: str | None = None, range: KeyRange | None = None
     ) -> Request[int]:
@@ -195,6 +200,9 @@ class Transaction(ABC):
         offset: int,
         reverse: bool,
     ) -> Request[list[Record]]: ...
+
+    @abstractmethod
+    def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]: ...
 
     @abstractmethod
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]: ...

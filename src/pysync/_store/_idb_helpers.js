@@ -61,6 +61,19 @@
     });
   },
 
+  lookup(source, keys, sink, txId, requestId) {
+    const out = new Array(keys.length);
+    let left = keys.length;
+    if (left === 0) return this.later(source, out, sink, txId, requestId);
+    keys.forEach((key, i) => {
+      const request = source.getAll(IDBKeyRange.only(key));
+      request.onsuccess = () => {
+        out[i] = request.result;
+        if (--left === 0) sink(txId, requestId, out);
+      };
+    });
+  },
+
   count(source, range, sink, txId, requestId) {
     const request = source.count(range);
     request.onsuccess = () => sink(txId, requestId, request.result);

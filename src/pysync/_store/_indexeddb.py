@@ -188,6 +188,20 @@ class IndexedDBTransaction(Transaction):
             )
         return request
 
+    def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]:
+        request, request_id = self._request(
+            lambda value: [[_codec.decode(r) for r in group] for group in value.to_py()]
+        )
+        with _translated():
+            _js().lookup(
+                self._source(store, index),
+                _to_js([_key(k) for k in keys]),
+                self._db.sink,
+                self._id,
+                request_id,
+            )
+        return request
+
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]:
         request, request_id = self._request(int)
         with _translated():

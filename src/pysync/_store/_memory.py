@@ -169,6 +169,18 @@ class MemoryTransaction(Transaction):
         self._queue.append(run)
         return request
 
+    def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]:
+        request: Request[list[list[Record]]] = Request()
+
+        def run() -> None:
+            entries = list(self._entries(store, index))
+            request.resolve(
+                [[_read(r) for order, r in entries if order == order_of(key)] for key in keys]
+            )
+
+        self._queue.append(run)
+        return request
+
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]:
         request: Request[int] = Request()
 

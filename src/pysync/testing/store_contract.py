@@ -513,3 +513,17 @@ async def request_result_is_known_after_the_transaction(factory: StoreFactory) -
         assert seen == [True]
         assert request.done
         assert request.result == 0
+
+
+@check
+async def lookup_returns_every_match_per_key(factory: StoreFactory) -> None:
+    async with _Opened(factory) as db:
+        await db.put_many(
+            "items",
+            [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "c", "n": 1}, {"id": "d"}],
+        )
+        found = await db.run("items", "readonly", lambda tx: tx.lookup("items", "by_n", [1, 3, 2]))
+        got = [[r["id"] for r in group] for group in found.result]
+        assert got == [["a", "c"], [], ["b"]], got
+        empty = await db.run("items", "readonly", lambda tx: tx.lookup("items", "by_n", []))
+        assert empty.result == []
