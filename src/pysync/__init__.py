@@ -21,6 +21,7 @@ from ._errors import (
     VersionError,
 )
 from ._hlc import Timestamp
+from ._jsapi import expose
 from ._live import Subscription
 from ._replica import Batch, Collection, Replica, Status, SyncState, connect
 from ._schema import AppSchema, CollectionSpec, Migration
@@ -85,5 +86,6 @@ __all__ = [
     "__version__",
     "connect",
     "delete_indexeddb",
+    "expose",
     "open_indexeddb",
 ]

@@ -91,3 +91,55 @@ async def test_live_query_and_migration_in_indexeddb(selenium):
     await db["tags"].put({"id": "t"})
     db.close()
     await pysync.delete_indexeddb("pysync:browser-live:u1")
+
+
+@run_in_pyodide(packages=["pysync"])
+async def test_javascript_pages_use_the_same_operations(selenium):
+    import asyncio
+
+    from pyodide.code import run_js
+
+    import pysync
+    from pysync import AppSchema, CollectionSpec, Index
+
+    schema = AppSchema(1, {"todos": CollectionSpec(indexes=(Index("by_done", "done"),))})
+    db = await pysync.connect("browser-js", "u1", schema)
+    remove = pysync.expose(db, "todoDb")
+    result = await run_js(
+        """(async () => {
+          const seen = [];
+          const stop = todoDb.watch("todos", {index: "by_done", equals: false},
+                                    (docs) => seen.push(docs.map((d) => d.id)));
+          await todoDb.put("todos", {id: "a", title: "from JS", done: false});
+          const added = await todoDb.add("todos", {title: "second", done: true});
+          await todoDb.patch("todos", "a", {title: "edited"});
+          await todoDb.increment("todos", "a", "likes", 5);
+          const a = await todoDb.get("todos", "a");
+          const done = await todoDb.query("todos", {index: "by_done", equals: true});
+          const count = await todoDb.count("todos", {});
+          let error = null;
+          try { await todoDb.put("todos", {id: "b", _secret: 1}); } catch (e) { error = String(e); }
+          globalThis.stopWatch = stop;
+          globalThis.seen = seen;
+          return {a, doneIds: done.map((d) => d.id), added: added.id === done[0].id, count,
+                  error, status: todoDb.status()};
+        })()"""
+    )
+    out = result.to_py()
+    assert out["a"] == {"id": "a", "title": "edited", "done": False, "likes": 5}
+    assert out["added"] is True
+    assert out["count"] == 2
+    assert "reserved" in out["error"]
+    assert out["status"]["pending"] == 2
+    # The live query re-runs after the last write; wait for it (bounded), then check.
+    for _ in range(500):
+        if run_js("seen.length") and run_js("seen[seen.length - 1]").to_py() == ["a"]:
+            break
+        await asyncio.sleep(0.01)
+    assert run_js("seen[0]").to_py() == []
+    assert run_js("seen[seen.length - 1]").to_py() == ["a"]
+    run_js("stopWatch()")
+    remove()
+    assert run_js("typeof globalThis.todoDb") == "undefined"
+    db.close()
+    await pysync.delete_indexeddb("pysync:browser-js:u1")
