@@ -170,13 +170,12 @@ class Replica:
             self._set_status(last_error=repr(task.exception()))
 
     async def _refresh_counts(self) -> None:
-        def body(tx: Transaction) -> tuple[Request[int], Request[int]]:
-            rejected = tx.count(OUTBOX, index="by_state", range=KeyRange.only(REJECTED))
-            return tx.count(OUTBOX), rejected
+        if not self.closed:
+            counts = await self.store.run(OUTBOX, "readonly", _count_outbox)
+            self._show_counts(counts)
 
-        if self.closed:
-            return
-        total, rejected = await self.store.run(OUTBOX, "readonly", body)
+    def _show_counts(self, counts: tuple[Request[int], Request[int]]) -> None:
+        total, rejected = counts
         self._set_status(pending=total.result - rejected.result, rejected=rejected.result)
 
     def close(self) -> None:
@@ -217,7 +216,8 @@ class Replica:
         self._watchers.changed(collections)
         if self._channel is not None:
             self._channel.post({"type": "changed", "collections": collections})
-        await self._refresh_counts()
+        assert applied.counts is not None
+        self._show_counts(applied.counts)
         return results
 
     # -- outbox inspection ------------------------------------------------------------
@@ -243,6 +243,11 @@ class Replica:
         return "pending" if entries.result else "synced"
 
 
+def _count_outbox(tx: Transaction) -> tuple[Request[int], Request[int]]:
+    """Requests for the number of outbox entries and of rejected ones."""
+    return tx.count(OUTBOX), tx.count(OUTBOX, index="by_state", range=KeyRange.only(REJECTED))
+
+
 class _Applier:
     """Computes and issues the writes of one local transaction, inside it."""
 
@@ -258,6 +263,7 @@ class _Applier:
         self.group = group
         self.results = results
         self.clock = replica._clock
+        self.counts: tuple[Request[int], Request[int]] | None = None
 
     def body(self, tx: Transaction) -> None:
         clock = tx.get(META, "clock")
@@ -320,6 +326,7 @@ class _Applier:
             self.results.append(None if new is None else public(new))
         self.clock = stamp
         tx.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
+        self.counts = _count_outbox(tx)  # after the writes: the status they lead to
 
     def _new_record(self, write: _Write, current: dict[str, Any] | None) -> dict[str, Any] | None:
         edit = write.edit
