@@ -64,8 +64,18 @@ async def read_view(db: Database, error: str | None = None) -> View:
     return View(todos.result, db.name, sum(c.result for c in counts), error)
 
 
+_last_created = 0.0
+
+
+def _created() -> float:
+    """Now, in seconds, strictly after the previous call (it orders the list)."""
+    global _last_created
+    _last_created = max(time.time(), _last_created + 1e-6)
+    return _last_created
+
+
 async def add_todo(db: Database, title: str) -> dict[str, Any]:
-    todo = {"id": uuid.uuid4().hex, "title": title, "done": False, "created": time.time()}
+    todo = {"id": uuid.uuid4().hex, "title": title, "done": False, "created": _created()}
     await db.put(TODOS, todo)
     return todo
 

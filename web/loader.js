@@ -17,6 +17,11 @@ const APP_URL = new URL("app.py", import.meta.url).href;
 const APP_DIR = "/home/pyodide/pysync_app";
 
 const status = document.getElementById("boot-status");
+// Milliseconds since navigation at which each boot step ended (also in pysyncBoot's result).
+const timings = {};
+const mark = (step) => {
+  timings[step] = Math.round(performance.now());
+};
 
 function setStatus(text) {
   if (status) status.textContent = text;
@@ -57,6 +62,44 @@ async function fetchText(url) {
   return response.text();
 }
 
+// Pyodide 314 never settles loadPyodide() when pyodide.asm.wasm fails to download or
+// instantiate: it only logs console.warn("wasm instantiation failed!") and then the
+// error (pyodide/pyodide#6288). Turn that warning into a rejection.
+function watchWasmFailure() {
+  const warn = console.warn;
+  let reject;
+  const failed = new Promise((_, rejectFailed) => {
+    reject = rejectFailed;
+  });
+  let seen = false;
+  console.warn = function (...args) {
+    warn.apply(this, args);
+    if (seen) {
+      reject(new Error(`WebAssembly instantiation failed: ${args.map(String).join(" ")}`));
+    } else if (args[0] === "wasm instantiation failed!") {
+      seen = true; // the error itself comes in the next call
+    }
+  };
+  return { failed, stop: () => (console.warn = warn) };
+}
+
+// Why the wheel did not install, in words a developer can act on.
+async function diagnoseWheel() {
+  try {
+    const lock = await (await fetch(`${INDEX_URL}pyodide-lock.json`)).json();
+    const file = lock.packages?.pysync?.file_name;
+    if (!file) return "pyodide-lock.json lists no pysync package: run ./run.sh setup.";
+    const url = new URL(file, INDEX_URL).href;
+    const response = await fetch(url, { method: "HEAD", cache: "no-store" });
+    return response.ok
+      ? `${url} is served (HTTP ${response.status}) but does not match pyodide-lock.json ` +
+          "(stale or corrupt build?): run ./run.sh setup."
+      : `${url}: HTTP ${response.status} ${response.statusText}: run ./run.sh setup.`;
+  } catch (error) {
+    return `(could not check the wheel: ${error.message})`;
+  }
+}
+
 async function startPyodide() {
   setStatus("Loading Python…");
   let loadPyodide;
@@ -66,11 +109,15 @@ async function startPyodide() {
     throw new Error(`could not load Pyodide from ${INDEX_URL}pyodide.mjs: ${error.message}`);
   }
   let pyodide;
+  const wasm = watchWasmFailure();
   try {
-    pyodide = await loadPyodide({ indexURL: INDEX_URL });
+    pyodide = await Promise.race([loadPyodide({ indexURL: INDEX_URL }), wasm.failed]);
   } catch (error) {
     throw new Error(`could not start Pyodide from ${INDEX_URL}: ${error.message}`);
+  } finally {
+    wasm.stop();
   }
+  mark("pyodide");
 
   setStatus("Installing pysync…");
   // loadPackage does not reject when a download or install fails: it reports
@@ -82,8 +129,9 @@ async function startPyodide() {
   });
   if (errors.length || !pyodide.loadedPackages.pysync) {
     const detail = errors.length ? errors.join("\n") : "pyodide did not report it as loaded";
-    throw new Error(`could not install the pysync wheel:\n${detail}`);
+    throw new Error(`could not install the pysync wheel:\n${detail}\n${await diagnoseWheel()}`);
   }
+  mark("pysync");
   return pyodide;
 }
 
@@ -131,8 +179,9 @@ await app.main()
 {"python": sys.version.split()[0], "pysync": pysync.__version__}`,
     { globals: pyodide.globals.get("dict")() },
   );
+  mark("app");
   try {
-    return info.toJs({ dict_converter: Object.fromEntries });
+    return { ...info.toJs({ dict_converter: Object.fromEntries }), timings };
   } finally {
     info.destroy();
   }
