@@ -148,6 +148,7 @@ const runtime = pyodideReady.then((pyodide) => {
   );
   return { pyodide, namespace, toJson };
 });
+runtime.catch(() => {}); // a failed boot is reported by pysyncBoot; pysyncRun rethrows it
 
 async function pysyncRun(code) {
   const { pyodide, namespace, toJson } = await runtime;

@@ -33,6 +33,7 @@ def failing_app(route: Route) -> None:
 
 FAILURES: dict[str, tuple[str, Callable[[Route], None], str]] = {
     # name: (path the route breaks, how, text the banner must show)
+    "loader-missing": ("/loader.js", not_found, "could not load loader.js"),
     "pyodide-module-missing": ("/pyodide/pyodide.mjs", not_found, "could not load Pyodide"),
     "pyodide-wasm-missing": ("/pyodide/pyodide.asm.wasm", not_found, "could not start Pyodide"),
     "wheel-missing": (f"/pyodide/{WHEEL}", not_found, "could not install the pysync wheel"),
