@@ -23,6 +23,8 @@ from ._errors import (
 from ._hlc import Timestamp
 from ._jsapi import expose
 from ._live import Subscription
+from ._merge import Strategy
+from ._remote import HttpRemote, Remote, RemoteError
 from ._replica import Batch, Collection, Replica, Status, SyncState, connect
 from ._schema import AppSchema, CollectionSpec, Migration
 from ._store import (
@@ -40,6 +42,7 @@ from ._store import (
     delete_indexeddb,
     open_indexeddb,
 )
+from ._sync import PullReport, PushReport, Sync, SyncReport
 
 __version__ = "0.1.0"
 
@@ -56,6 +59,7 @@ __all__ = [
     "Document",
     "DocumentExistsError",
     "DocumentNotFoundError",
+    "HttpRemote",
     "Index",
     "IndexedDBDatabase",
     "KeyRange",
@@ -64,10 +68,14 @@ __all__ = [
     "Migration",
     "MigrationError",
     "NotFoundError",
+    "PullReport",
+    "PushReport",
     "PysyncError",
     "QuotaExceededError",
     "ReadOnlyError",
     "Record",
+    "Remote",
+    "RemoteError",
     "Replica",
     "Request",
     "Schema",
@@ -75,7 +83,10 @@ __all__ = [
     "Status",
     "StoreError",
     "StoreSchema",
+    "Strategy",
     "Subscription",
+    "Sync",
+    "SyncReport",
     "SyncState",
     "Timestamp",
     "Transaction",

@@ -37,6 +37,8 @@ class Status:
     leader: bool = False
     online: bool = True
     last_error: str | None = None
+    syncing: bool = False
+    progress: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ async def connect(
         store.close()
         raise
     replica = Replica(name, schema, store, platform, client_id)
+    replica.app, replica.user = app, user
     await replica._start()
     return replica
 
@@ -101,6 +104,7 @@ class Replica:
         self.store = store
         self.platform = platform
         self.client_id = client_id
+        self.app = self.user = ""
         self._clock = _hlc.ZERO
         self._status = Status(online=platform.online())
         self._status_listeners: list[Callable[[Status], object]] = []
@@ -220,11 +224,63 @@ class Replica:
         self._show_counts(applied.counts)
         return results
 
+    async def observe(self, remote: str) -> None:
+        """Advance the clock past a timestamp seen on the server, so later local edits
+        order after the changes they were made on top of."""
+        seen = _hlc.Timestamp.parse(remote)
+
+        def body(tx: Transaction) -> None:
+            def bump(clock: dict[str, Any] | None) -> None:
+                clock = clock or {"key": "clock", "hlc": str(_hlc.ZERO), "n": 0}
+                last = max(_hlc.Timestamp.parse(clock["hlc"]), self._clock)
+                if seen > last:
+                    now = self.platform.now_ms()
+                    self._clock = _hlc.receive(last, seen, now, self.client_id)
+                    tx.put(META, {**clock, "hlc": str(self._clock)})
+
+            tx.get(META, "clock").then(bump)
+
+        await self.store.run(META, "readwrite", body)
+
     # -- outbox inspection ------------------------------------------------------------
 
     async def outbox(self) -> list[Entry]:
         """The outbox entries, oldest first (pending, in flight and rejected)."""
         return await self.store.query(OUTBOX)
+
+    async def retry(self, mid: str) -> None:
+        """Queue a rejected change (by its mutation id) to be pushed again."""
+        await self._change_entry(mid, lambda tx, entry: tx.put(OUTBOX, {**entry, "state": PENDING}))
+
+    async def discard(self, mid: str) -> None:
+        """Drop a rejected change and put the document back as the server has it."""
+
+        def drop(tx: Transaction, entry: Entry) -> None:
+            tx.delete(OUTBOX, entry["n"])
+            collection, key = entry["collection"], entry["id"]
+            if entry["base"] is None:
+                tx.delete(collection, key)
+            else:
+                spec = self.schema.collections[collection]
+                tx.put(collection, with_index_keys(spec, {**entry["base"], "_v": entry["base_v"]}))
+
+        await self._change_entry(mid, drop)
+
+    async def _change_entry(self, mid: str, change: Callable[[Transaction, Entry], None]) -> None:
+        collections = list(self.schema.collections)
+
+        def body(tx: Transaction) -> None:
+            def found(entries: list[Entry]) -> None:
+                matches = [e for e in entries if e["mid"] == mid and e["state"] == REJECTED]
+                if not matches:
+                    raise KeyError(f"no rejected change {mid!r}")
+                change(tx, matches[0])
+
+            tx.query(OUTBOX, index="by_state", range=KeyRange.only(REJECTED)).then(found)
+
+        await self.store.run([*collections, OUTBOX], "readwrite", body)
+        self._watchers.changed(collections)
+        await self._refresh_counts()
 
     async def sync_state(self, collection: str, key: Key) -> SyncState:
         """Whether a document is synced, pending, in conflict or rejected."""

@@ -1,0 +1,45 @@
+"""How documents map to DynamoDB items and changelog entries.
+
+Data item: ``pk`` = scope, ``sk`` = ``<collection>#<id>``, the document's fields
+at the top level, and the system fields ``_v`` (version), ``_hlc``, ``_c``
+(client), ``_m`` (mutation id), ``_del`` (tombstone), ``_ttl``. Int ids are
+written ``n:<int>`` in the sort key (and str ids that could be mistaken for a
+tag get ``s:``), so the id's type survives a delete that carries no item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._documents import Key
+from .._marshal import from_item
+
+SYSTEM = ("pk", "sk", "_v", "_hlc", "_c", "_m", "_del", "_ttl")
+
+
+def sort_key(collection: str, key: Key) -> str:
+    """The ``sk`` of a document."""
+    if isinstance(key, int):
+        return f"{collection}#n:{key}"
+    if key.startswith(("n:", "s:")):
+        return f"{collection}#s:{key}"
+    return f"{collection}#{key}"
+
+
+def parse_sort_key(sk: str) -> tuple[str, Key]:
+    """The collection and id of a ``sk``."""
+    collection, _, raw = sk.partition("#")
+    if raw.startswith("n:"):
+        return collection, int(raw[2:])
+    if raw.startswith("s:"):
+        return collection, raw[2:]
+    return collection, raw
+
+
+def document_of(item: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The document of a DynamoDB item (``None`` for a tombstone) and its system fields."""
+    if item is None:
+        return None, {}
+    values = from_item(item)
+    system = {k: values.pop(k) for k in SYSTEM if k in values}
+    return (None if system.get("_del") else values), system

@@ -1,0 +1,374 @@
+"""Upstream: drain the outbox in order as conditional writes.
+
+Invariants:
+* An entry is marked ``inflight`` before it is sent and stays so until its
+  outcome is stored, so no later edit folds into a write that may have landed.
+* Every write is conditioned on the version its edit started from (``_v``), or
+  on the item not existing for a new record. A failed condition whose current
+  item carries this mutation's id (``_m``) means an earlier attempt succeeded
+  and only its reply was lost: it is acknowledged, not applied twice.
+* Any other failed condition is a conflict: it is merged, recorded in
+  ``_conflicts`` with both sides, stored locally, and pushed again conditioned
+  on the server's version. Nothing is overwritten blindly.
+* A permanent refusal moves the entry to ``rejected``; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._documents import public
+from .._marshal import to_attr, to_item
+from .._merge import Strategy, merge
+from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch
+from .._remote import Remote, RemoteError
+from .._schema import CONFLICTS, with_index_keys
+from .._store import KeyRange, Transaction
+from ._items import document_of, sort_key
+
+if TYPE_CHECKING:
+    from .._replica import Replica
+
+TOMBSTONE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass
+class PushReport:
+    """What one push round did."""
+
+    pushed: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+
+
+class Pusher:
+    """Pushes a replica's outbox to one scope of one table."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        remote: Remote,
+        table: str,
+        scope: str,
+        strategy: Callable[[str], Strategy],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_attempts: int = 8,
+    ) -> None:
+        self.replica = replica
+        self.remote = remote
+        self.table = table
+        self.scope = scope
+        self.strategy = strategy
+        self.sleep = sleep
+        self.max_attempts = max_attempts
+
+    async def push(self, progress: Callable[[int, int], None] | None = None) -> PushReport:
+        """Push every pushable entry; raises RemoteError when the network stays down."""
+        report = PushReport()
+        total = self.replica.status.pending
+        while True:
+            batch = await self._next()
+            if not batch:
+                return report
+            if progress:
+                progress(report.pushed + 1, max(total, report.pushed + 1))
+            await self._set_state(batch, INFLIGHT)
+            await self._push_batch(batch, report)
+
+    async def _next(self) -> list[Entry]:
+        """The oldest pushable entry, with the rest of its transaction group."""
+        entries = await self.replica.store.query(OUTBOX)
+        for entry in entries:
+            if entry["state"] != REJECTED:
+                group = entry["group"]
+                if group is None:
+                    return [entry]
+                return [e for e in entries if e["group"] == group and e["state"] != REJECTED]
+        return []
+
+    async def _push_batch(self, batch: list[Entry], report: PushReport) -> None:
+        for attempt in range(self.max_attempts):
+            try:
+                results = await self._send(batch)
+            except RemoteError as error:
+                if error.code == "ConditionalCheckFailedException":
+                    await self._conflict(batch[0], error.body.get("Item"), report)
+                    return
+                if error.code == "TransactionCanceledException":
+                    await self._cancelled(batch, error, report)
+                    return
+                if error.retryable:
+                    self.replica._set_status(last_error=str(error))
+                    if attempt + 1 == self.max_attempts:
+                        raise
+                    # Jittered exponential backoff: many clients must not retry in step.
+                    await self.sleep(random.uniform(0, min(30.0, 0.05 * 2**attempt)))
+                    continue
+                await self._reject(batch, error, report)
+                return
+            for entry, server_doc, version in results:
+                await self._acked(entry, server_doc, version)
+            report.pushed += len(batch)
+            return
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _write(self, entry: Entry) -> tuple[str, dict[str, Any], int | None]:
+        """The operation and request of one entry, and the version it creates (if known)."""
+        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+        base_v = entry["base_v"]
+        system = {"_hlc": entry["hlc"], "_c": self.replica.client_id, "_m": entry["mid"]}
+        if entry["op"] == "patch" and base_v is not None:
+            return ("UpdateItem", self._update(entry, key, system), None)
+        version = (base_v or 0) + 1
+        if entry["op"] == "delete":
+            values: dict[str, Any] = {
+                **key,
+                "_del": True,
+                "_ttl": int(time.time()) + TOMBSTONE_SECONDS,
+            }
+        else:
+            doc = entry["value"]
+            if entry["op"] == "patch":  # a patch whose base is unknown: send the whole doc
+                doc = apply_patch(entry["base"] or {"id": entry["id"]}, entry["set"], entry["inc"])
+            values = {**doc, **key}
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": to_item({**values, **system, "_v": version}),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if base_v is None:
+            request["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            request["ConditionExpression"] = "#v = :base"
+            request["ExpressionAttributeNames"] = {"#v": "_v"}
+            request["ExpressionAttributeValues"] = {":base": to_attr(base_v)}
+        return ("PutItem", request, version)
+
+    def _update(self, entry: Entry, key: dict[str, str], system: dict[str, Any]) -> dict[str, Any]:
+        names: dict[str, str] = {"#v": "_v"}
+        values: dict[str, Any] = {}
+        sets, adds = [], ["#v :one"]
+        values[":one"] = to_attr(1)
+        for i, (name, value) in enumerate({**entry["set"], **system}.items()):
+            names[f"#s{i}"] = name
+            values[f":s{i}"] = to_attr(value)
+            sets.append(f"#s{i} = :s{i}")
+        for i, (name, delta) in enumerate(entry["inc"].items()):
+            names[f"#a{i}"] = name
+            values[f":a{i}"] = to_attr(delta)
+            adds.append(f"#a{i} :a{i}")
+        names["#del"] = "_del"
+        if entry["set"]:
+            condition = "#v = :base AND attribute_not_exists(#del)"
+            values[":base"] = to_attr(entry["base_v"])
+        else:
+            # Increments alone commute with any other write: no version check needed.
+            condition = "attribute_exists(pk) AND attribute_not_exists(#del)"
+        return {
+            "TableName": self.table,
+            "Key": to_item(key),
+            "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    async def _send(self, batch: list[Entry]) -> list[tuple[Entry, dict[str, Any] | None, int]]:
+        """Send the batch; the server document and version each entry produced."""
+        writes = [self._write(entry) for entry in batch]
+        if len(batch) == 1:
+            (operation, request, version), entry = writes[0], batch[0]
+            response = await self.remote.call(operation, request)
+            if operation == "UpdateItem":
+                doc, system = document_of(response["Attributes"])
+                return [(entry, doc, int(system["_v"]))]
+            assert version is not None
+            return [(entry, self._written_doc(entry), version)]
+        items = []
+        for operation, request, _ in writes:
+            kind = "Update" if operation == "UpdateItem" else "Put"
+            body = {k: v for k, v in request.items() if k not in ("ReturnValues",)}
+            items.append({kind: body})
+        await self.remote.call(
+            "TransactWriteItems",
+            {"TransactItems": items, "ClientRequestToken": batch[0]["group"][:36]},
+        )
+        out = []
+        for (_, request, version), entry in zip(writes, batch, strict=True):
+            if version is None:  # an increment: read back the version it made
+                got = await self.remote.call(
+                    "GetItem",
+                    {"TableName": self.table, "Key": request["Key"], "ConsistentRead": True},
+                )
+                doc, system = document_of(got.get("Item"))
+                out.append((entry, doc, int(system["_v"])))
+            else:
+                out.append((entry, self._written_doc(entry), version))
+        return out
+
+    @staticmethod
+    def _written_doc(entry: Entry) -> dict[str, Any] | None:
+        if entry["op"] == "delete":
+            return None
+        if entry["op"] == "patch":
+            return apply_patch(entry["base"] or {"id": entry["id"]}, entry["set"], entry["inc"])
+        return dict(entry["value"])
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    async def _set_state(self, batch: list[Entry], state: str) -> None:
+        def body(tx: Transaction) -> None:
+            for entry in batch:
+                tx.get(OUTBOX, entry["n"]).then(
+                    lambda found: tx.put(OUTBOX, {**found, "state": state}) if found else None
+                )
+
+        await self.replica.store.run(OUTBOX, "readwrite", body)
+
+    async def _acked(self, entry: Entry, server_doc: dict[str, Any] | None, version: int) -> None:
+        """The write landed as ``version``: drop the entry, rebase the edits that follow it."""
+        collection, key = entry["collection"], entry["id"]
+
+        def body(tx: Transaction) -> None:
+            record = tx.get(collection, key)
+            followers = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
+
+            def done(entries: list[Entry]) -> None:
+                tx.delete(OUTBOX, entry["n"])
+                for follower in entries:
+                    if follower["n"] != entry["n"] and follower["follows"] == entry["mid"]:
+                        tx.put(
+                            OUTBOX,
+                            {
+                                **follower,
+                                "base": server_doc,
+                                "base_v": version,
+                                "follows": None,
+                                "new": False,
+                            },
+                        )
+                current = record.result
+                if current is not None:
+                    tx.put(collection, {**current, "_v": version})
+
+            followers.then(done)
+
+        await self.replica.store.run([collection, OUTBOX], "readwrite", body)
+
+    async def _conflict(self, entry: Entry, old: dict[str, Any] | None, report: PushReport) -> None:
+        remote_doc, system = document_of(old)
+        if system.get("_m") == entry["mid"]:
+            # Our own earlier attempt landed; only its reply was lost.
+            await self._acked(entry, remote_doc, int(system["_v"]))
+            report.pushed += 1
+            return
+        report.conflicts += 1
+        await self._resolve(entry, remote_doc, system)
+
+    async def _resolve(
+        self, entry: Entry, remote_doc: dict[str, Any] | None, system: dict[str, Any]
+    ) -> None:
+        """Merge with the server's version, record the conflict, and queue the result."""
+        collection, key = entry["collection"], entry["id"]
+        strategy = self.strategy(collection)
+        remote_v = system.get("_v")
+        remote_hlc = str(system.get("_hlc") or "")
+        spec = self.replica.schema.collections[collection]
+
+        def body(tx: Transaction) -> None:
+            record = tx.get(collection, key)
+
+            def resolve(current: dict[str, Any] | None) -> None:
+                local = None if current is None else public(current)
+                merged = merge(
+                    entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc
+                )
+                tx.put(
+                    CONFLICTS,
+                    {
+                        "cid": f"{entry['mid']}:{remote_v}",
+                        "collection": collection,
+                        "id": key,
+                        "base": entry["base"],
+                        "local": local,
+                        "remote": remote_doc,
+                        "result": merged,
+                        "strategy": strategy if isinstance(strategy, str) else "callback",
+                        "hlc": entry["hlc"],
+                        "remote_hlc": remote_hlc,
+                        "open": False,
+                    },
+                )
+                server_known = {"_v": remote_v} if remote_v is not None else {}
+                if merged is None:
+                    tx.delete(collection, key)
+                else:
+                    tx.put(collection, with_index_keys(spec, {**merged, **server_known}))
+                if merged == remote_doc:
+                    tx.delete(OUTBOX, entry["n"])  # the server already has the result
+                    return
+                tx.put(
+                    OUTBOX,
+                    {
+                        **entry,
+                        "op": "delete" if merged is None else "put",
+                        "value": merged,
+                        "set": {},
+                        "inc": {},
+                        "base": remote_doc,
+                        "base_v": remote_v,
+                        "new": remote_v is None,
+                        "state": PENDING,
+                    },
+                )
+
+            record.then(resolve)
+
+        await self.replica.store.run([collection, OUTBOX, CONFLICTS], "readwrite", body)
+        self.replica._watchers.changed([collection])
+
+    async def _cancelled(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
+        reasons = error.body.get("CancellationReasons") or []
+        conflicted = False
+        for entry, reason in zip(batch, reasons, strict=False):
+            if reason.get("Code") == "ConditionalCheckFailed":
+                remote_doc, system = document_of(reason.get("Item"))
+                if system.get("_m") != entry["mid"]:
+                    conflicted = True
+                    report.conflicts += 1
+                    await self._resolve(entry, remote_doc, system)
+        if conflicted:
+            await self._set_state(batch, PENDING)
+        else:
+            await self._reject(batch, error, report)
+
+    async def _reject(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
+        report.rejected += len(batch)
+
+        def body(tx: Transaction) -> None:
+            for entry in batch:
+                tx.get(OUTBOX, entry["n"]).then(
+                    lambda found: (
+                        tx.put(
+                            OUTBOX,
+                            {
+                                **found,
+                                "state": REJECTED,
+                                "error": {"code": error.code, "message": error.message},
+                            },
+                        )
+                        if found
+                        else None
+                    )
+                )
+
+        await self.replica.store.run(OUTBOX, "readwrite", body)
+        await self.replica._refresh_counts()
