@@ -16,7 +16,11 @@ async def test_replica_writes_records_and_outbox_together(selenium):
     await todos.add({"id": "b", "title": "two", "done": False})
     await todos.increment("b", "likes", 2)
     assert await todos.get("a") == {
-        "id": "a", "title": "one", "done": True, "big": 2**64, "raw": b"\x00",
+        "id": "a",
+        "title": "one",
+        "done": True,
+        "big": 2**64,
+        "raw": b"\x00",
     }
     assert [d["id"] for d in await todos.query(index="by_done", equals=True)] == ["a"]
     entries = await db.outbox()
@@ -74,7 +78,9 @@ async def test_live_query_and_migration_in_indexeddb(selenium):
     await sub.settled()
     await asyncio.gather(*(db["notes"].put({"id": f"m{i}"}) for i in range(5)))
     await sub.settled()
-    assert seen[0] == 0 and seen[1] == 1 and seen[-1] == 6
+    assert seen[0] == 0
+    assert seen[1] == 1
+    assert seen[-1] == 6
     sub.cancel()
     db.close()
 
