@@ -6,7 +6,8 @@
 // <body data-pysync="error">, and a rejected `window.pysyncBoot`.
 //
 // For tests and the console:
-//   window.pysyncBoot        a promise: resolves with {python, pysync} when the app runs
+//   window.pysyncBoot        a promise: resolves with {python, pysync, timings} once the
+//                            app runs (timings: ms since navigation at each boot step)
 //   window.pysyncRun(code)   runs Python (top-level await allowed) in one shared
 //                            namespace and resolves with its last expression as JSON
 //                            data (dicts, lists, str, numbers, bool, None)
@@ -17,7 +18,6 @@ const APP_URL = new URL("app.py", import.meta.url).href;
 const APP_DIR = "/home/pyodide/pysync_app";
 
 const status = document.getElementById("boot-status");
-// Milliseconds since navigation at which each boot step ended (also in pysyncBoot's result).
 const timings = {};
 const mark = (step) => {
   timings[step] = Math.round(performance.now());
@@ -135,11 +135,21 @@ async function startPyodide() {
   return pyodide;
 }
 
+// A new, empty Python dict (a PyProxy the caller owns).
+function newNamespace(pyodide) {
+  const dict = pyodide.globals.get("dict");
+  try {
+    return dict();
+  } finally {
+    dict.destroy();
+  }
+}
+
 const pyodideReady = startPyodide();
 
 // The namespace pysyncRun code runs in, and the converter of its results.
 const runtime = pyodideReady.then((pyodide) => {
-  const namespace = pyodide.globals.get("dict")();
+  const namespace = newNamespace(pyodide);
   const toJson = pyodide.runPython(
     "import json\n" +
       "def _to_json(value):\n" +
@@ -171,15 +181,21 @@ async function startApp() {
   // A real module file, so tracebacks show app.py's lines and tests can `import app`.
   pyodide.FS.mkdirTree(APP_DIR);
   pyodide.FS.writeFile(`${APP_DIR}/app.py`, source);
-  const info = await pyodide.runPythonAsync(
-    `import sys
+  const namespace = newNamespace(pyodide);
+  let info;
+  try {
+    info = await pyodide.runPythonAsync(
+      `import sys
 if ${JSON.stringify(APP_DIR)} not in sys.path:
     sys.path.insert(0, ${JSON.stringify(APP_DIR)})
 import app, pysync
 await app.main()
 {"python": sys.version.split()[0], "pysync": pysync.__version__}`,
-    { globals: pyodide.globals.get("dict")() },
-  );
+      { globals: namespace },
+    );
+  } finally {
+    namespace.destroy();
+  }
   mark("app");
   try {
     return { ...info.toJs({ dict_converter: Object.fromEntries }), timings };

@@ -22,6 +22,8 @@ def test_demo_boots_and_manages_todos_through_the_ui(demo: Demo) -> None:
     boot = page.evaluate("window.pysyncBoot")
     assert boot["python"].startswith("3.14")
     assert boot["pysync"]
+    steps = boot["timings"]
+    assert 0 < steps["pyodide"] <= steps["pysync"] <= steps["app"], steps
     expect(page.locator("#boot-status")).to_be_hidden()
     expect(page.locator("#storage-info")).to_have_text(
         "stored in IndexedDB database pysync-demo, 0 records"
