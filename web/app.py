@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -193,6 +194,9 @@ class TodoApp:
                 await action
             except PysyncError as error:
                 await self.refresh(f"Could not save: {error}")
+            except Exception as error:
+                traceback.print_exc()  # the full traceback in the console
+                await self.refresh(f"Unexpected error: {type(error).__name__}: {error}")
             else:
                 await self.refresh()
 
