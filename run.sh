@@ -58,7 +58,7 @@ case "${1:-}" in
   demo)
     setup no
     shift
-    exec .venv/bin/pysync dev "$@"
+    exec .venv/bin/pysync dev --port 8765 "$@"
     ;;
   test)
     setup yes

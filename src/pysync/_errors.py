@@ -142,7 +142,9 @@ _BY_NAME: dict[str, type[StoreError]] = {
 
 def store_error(name: str, message: str) -> StoreError:
     """Translate a DOMException ``name`` and ``message`` into the matching pysync error."""
-    return _BY_NAME.get(name, StoreError)(message, name)
+    cls = _BY_NAME.get(name, StoreError)
+    # Chromium's QuotaExceededError has an empty message: say what it means instead.
+    return cls(message or (cls.__doc__ or name).splitlines()[0], name)
 
 
 class DocumentNotFoundError(PysyncError, KeyError):
