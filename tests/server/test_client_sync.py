@@ -266,3 +266,17 @@ async def test_a_local_transaction_is_atomic_on_the_server(
     assert "TransactWriteItems" in a.remote.calls
     assert server_item(direct, user, "x") is not None
     assert server_item(direct, user, "y") is not None
+
+
+async def test_increments_from_two_devices_add_up_even_in_a_conflict(device: Any) -> None:
+    a, b = await device(), await device()
+    await a.todos.put({"id": "t", "n": 0, "note": ""})
+    await a.sync.sync()
+    await b.sync.sync()
+    await a.todos.patch("t", {"note": "A"})
+    await a.todos.increment("t", "n", 2)
+    await b.todos.patch("t", {"note": "B"})
+    await b.todos.increment("t", "n", 5)
+    await a.sync.push()
+    await b.sync.push()
+    assert (await b.todos.get("t") or {})["n"] == 7

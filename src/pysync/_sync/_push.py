@@ -291,6 +291,11 @@ class Pusher:
                 merged = merge(
                     entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc
                 )
+                if merged is not None and remote_doc is not None:
+                    # Increments commute: re-apply this device's deltas to the server's value.
+                    for name, delta in entry["inc"].items():
+                        if name not in entry["set"]:
+                            merged[name] = remote_doc.get(name, 0) + delta
                 tx.put(
                     CONFLICTS,
                     {

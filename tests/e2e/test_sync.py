@@ -1,0 +1,152 @@
+"""Two devices (two browser contexts) sync through the real proxy and DynamoDB Local."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from playwright.sync_api import Browser
+
+from pysync.server import DEV_JWT_SECRET, issue_token
+from tests._browser_config import config
+from tests.e2e.conftest import OUTPUT_DIR, Demo
+
+SETUP = """
+import asyncio, pysync
+from pysync import AppSchema, CollectionSpec, HttpRemote, Index, Sync
+import js
+
+schema = AppSchema(1, {"todos": CollectionSpec(indexes=(Index("by_done", "done"),))})
+db = await pysync.connect("sync-e2e", USER, schema)
+remote = HttpRemote(js.location.origin + "/dynamodb", TOKEN)
+
+async def no_sleep(_):
+    pass
+
+sync = Sync(db, remote, strategy="lww", sleep=no_sleep)
+todos = db["todos"]
+
+async def sync_until(check, rounds=100):
+    # The stream consumer appends to the changelog a few ms after a write.
+    for _ in range(rounds):
+        await sync.sync()
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+async def docs():
+    return await todos.query()
+"""
+
+
+@pytest.fixture
+def direct_dynamodb(server_url: str) -> Any:
+    """A boto3 client straight to the demo stack's DynamoDB Local (bypassing the proxy)."""
+    log = (OUTPUT_DIR / "e2e-server.log").read_text()
+    endpoint = re.search(r"DynamoDB Local: (http://\S+)", log)
+    assert endpoint, log
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint.group(1),
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def device(browser: Browser, url: str, user: str, token: str) -> Demo:
+    context = browser.new_context(viewport=config.VIEWPORT)  # type: ignore[arg-type]
+    context.set_default_timeout(config.TIMEOUT_MS)
+    tab = Demo(context.new_page(), context, url)
+    tab.open()
+    tab.run(SETUP.replace("USER", repr(user)).replace("TOKEN", repr(token)))
+    return tab
+
+
+def test_two_devices_edit_offline_and_converge(
+    browser: Browser, server_url: str, direct_dynamodb: Any
+) -> None:
+    user = f"e2e-{uuid.uuid4().hex[:8]}"
+    token = issue_token(DEV_JWT_SECRET, user)
+    a = device(browser, server_url, user, token)
+    b = device(browser, server_url, user, token)
+    try:
+        a.run('await todos.put({"id": "t1", "title": "milk", "done": False, "n": 0})')
+        a.run("await sync.sync(); None")
+        assert b.run('await sync_until(lambda: todos.get("t1"))') is True
+
+        # Both go offline and edit: different fields, a counter, and one field on both sides.
+        for tab in (a, b):
+            tab.context.set_offline(True)
+        a.run('await todos.patch("t1", {"title": "oat milk", "note": "from A"})')
+        a.run('await todos.increment("t1", "n", 2)')
+        a.run('await todos.put({"id": "a-only", "done": False})')
+        b.run('await todos.patch("t1", {"done": True, "note": "from B"})')
+        b.run('await todos.increment("t1", "n", 5)')
+        b.run('await todos.put({"id": "b-only", "done": True})')
+        failed = a.run(
+            """
+            try:
+                await sync.sync()
+                error = None
+            except pysync.RemoteError as e:
+                error = e.code
+            [error, db.status.pending]
+            """
+        )
+        assert failed == ["NetworkError", 2]  # the patch and the increment of t1 folded
+
+        for tab in (a, b):
+            tab.context.set_offline(False)
+        a.run("await sync.sync(); None")
+        b.run("await sync.sync(); None")
+        state_b = b.run("await docs()")
+        a.run(
+            f"""
+            want = {state_b!r}
+            async def converged():
+                return await docs() == want
+            assert await sync_until(converged), (await docs(), want)
+            """
+        )
+        final = b.run("await docs()")
+        t1 = next(d for d in final if d["id"] == "t1")
+        assert t1["title"] == "oat milk"  # only A changed it
+        assert t1["done"] is True  # only B changed it
+        assert t1["n"] == 7  # increments from both devices add up
+        assert t1["note"] in ("from A", "from B")  # both changed it: last writer wins
+        assert {d["id"] for d in final} == {"t1", "a-only", "b-only"}
+        assert a.run("db.status.pending") == 0
+        assert b.run("db.status.pending") == 0
+        conflicts = b.run('[c["strategy"] for c in await db.store.query("_conflicts")]')
+        assert conflicts == ["lww"]
+
+        # Writes that bypass the proxy (boto3, a Lambda, the console) reach the devices too.
+        direct_dynamodb.put_item(
+            TableName="pysync",
+            Item={
+                "pk": {"S": f"u#{user}"},
+                "sk": {"S": "todos#from-boto3"},
+                "id": {"S": "from-boto3"},
+                "done": {"BOOL": False},
+                "_v": {"N": "1"},
+            },
+        )
+        direct_dynamodb.delete_item(
+            TableName="pysync", Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#a-only"}}
+        )
+        a.run(
+            """
+            async def bypassed():
+                ids = {d["id"] for d in await docs()}
+                return "from-boto3" in ids and "a-only" not in ids
+            assert await sync_until(bypassed)
+            """
+        )
+    finally:
+        a.context.close()
+        b.context.close()
