@@ -1,6 +1,7 @@
 """Run code in a real Chromium page with Pyodide and pysync loaded, for the benchmarks.
 
 - :func:`serve` serves directories over HTTP on 127.0.0.1 and a free port, in a thread;
+- :func:`dist_snapshot` copies the dist to a private temp directory (others rebuild it);
 - :func:`bench_page` starts that server (``bench/pages/`` at ``/``, the offline Pyodide dist
   ``build/pyodide/`` at ``/pyodide/``), launches Debian's Chromium with the settings of
   ``playwright.config.py``, opens a page, loads Pyodide and ``pysync`` (by name, from the
@@ -12,10 +13,14 @@ Build the dist first (``./run.sh setup`` or ``./run.sh bench`` do).
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import importlib.util
 import json
+import os
+import shutil
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "bench" / "pages"
-DIST = ROOT / "build" / "pyodide"
+# The offline Pyodide dist to load; PYSYNC_BENCH_DIST points at another one (say, the
+# build/pyodide/ of a patched checkout, built with its scripts/build_dist.py).
+DIST = Path(os.environ.get("PYSYNC_BENCH_DIST") or ROOT / "build" / "pyodide")
 
 
 def browser_config() -> ModuleType:
@@ -145,7 +152,6 @@ class BenchPage:
 
     def machine(self) -> dict[str, Any]:
         """What the page ran on: CPU count, Chromium and Pyodide versions."""
-        import os
         import platform
 
         return {
@@ -155,19 +161,56 @@ class BenchPage:
             "pyodide": self.pyodide_version,
             "python_in_page": self.run_python("import sys; sys.version.split()[0]"),
             "platform": platform.platform(),
+            "dist": str(DIST),
         }
+
+
+def _consistent(dist: Path) -> bool:
+    """Whether every package file of ``dist``'s lock file is there with its sha256."""
+    try:
+        lock = json.loads((dist / "pyodide-lock.json").read_text())
+        return all(
+            hashlib.sha256((dist / entry["file_name"]).read_bytes()).hexdigest() == entry["sha256"]
+            for entry in lock["packages"].values()
+        )
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+@contextlib.contextmanager
+def dist_snapshot(attempts: int = 10) -> Iterator[Path]:
+    """A private copy of build/pyodide/, consistent with its lock file.
+
+    Other jobs rebuild the shared dist at any time (``./run.sh`` does on every
+    command); a copy keeps a run from loading half-written or mixed files.
+    """
+    if not (DIST / "pyodide-lock.json").exists():
+        raise SystemExit(f"{DIST} has no pyodide-lock.json: run ./run.sh setup first")
+    with tempfile.TemporaryDirectory(prefix="pysync-bench-dist-") as tmp:
+        copy = Path(tmp) / "pyodide"
+        for _ in range(attempts):
+            shutil.rmtree(copy, ignore_errors=True)
+            try:
+                shutil.copytree(DIST, copy)
+            except (OSError, shutil.Error):
+                time.sleep(1)
+                continue
+            if _consistent(copy):
+                yield copy
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{DIST} stayed inconsistent with its lock file (being rebuilt?)")
 
 
 @contextlib.contextmanager
 def bench_page(page_name: str = "bench.html") -> Iterator[BenchPage]:
     """Open ``bench/pages/<page_name>`` in Chromium with Pyodide and pysync loaded."""
-    if not (DIST / "pyodide-lock.json").exists():
-        raise SystemExit("build/pyodide/ is missing: run ./run.sh setup first")
     from playwright.sync_api import sync_playwright
 
     config = browser_config()
     with (
-        serve({"/": PAGES, "/pyodide/": DIST}) as base_url,
+        dist_snapshot() as dist,
+        serve({"/": PAGES, "/pyodide/": dist}) as base_url,
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(
@@ -189,9 +232,3 @@ def bench_page(page_name: str = "bench.html") -> Iterator[BenchPage]:
             yield BenchPage(page, browser, version)
         finally:
             browser.close()
-
-
-@functools.cache
-def wheel_name() -> str:
-    """The pysync wheel in the dist (as recorded by scripts/build_dist.py)."""
-    return str(json.loads((DIST / "pysync-wheel.json").read_text())["file_name"])

@@ -116,7 +116,8 @@ def _store_goal(result: dict[str, Any] | None) -> list[str]:
     met = row["ratio"] <= STORE_WRITE_GOAL_RATIO
     measured = (
         f"{_x(row['ratio'])} ({row['pysync_ms']['median']:.0f} vs "
-        f"{row['js_ms']['median']:.0f} ms; paired {_x(row.get('ratio_paired'))})"
+        f"{row['js_ms']['median']:.0f} ms; paired {_x(row.get('ratio_paired'))}, "
+        f"min {_x(row.get('ratio_min'))})"
     )
     return [goal, measured, "met" if met else "**not met**"]
 
@@ -134,6 +135,13 @@ def _proxy_goal(result: dict[str, Any] | None) -> list[str]:
 # -- per benchmark -----------------------------------------------------------------
 
 
+def _ratios(row: dict[str, Any], prefix: str = "") -> str:
+    return (
+        f"**{_x(row.get(prefix + 'ratio'))}** ({_x(row.get(prefix + 'ratio_paired'))}, "
+        f"{_x(row.get(prefix + 'ratio_min'))})"
+    )
+
+
 def _store(result: dict[str, Any]) -> list[str]:
     out = [
         "## Store: pysync IndexedDB vs plain JavaScript (`bench/bench_store.py`)",
@@ -148,13 +156,15 @@ def _store(result: dict[str, Any]) -> list[str]:
         '(pysync `await db.query("items")` to Python dicts; JS `getAll()`). Both use '
         'durability "strict", which pysync sets on every transaction; the JS baseline '
         "with the browser's default durability is shown for reference. "
-        f"Setup: {result.get('setup', '')}.",
+        f"{result.get('setup', '')}; GC (Python and JS) before each timed region.",
+        "",
+        "Ratios: pysync / JS, as median ratio (paired, min ratio).",
         "",
     ]
     proposed = any("pysync_proposed_ms" in row for row in result["rows"])
-    header = ["operation", "N", "pysync ms", "JS ms", "ratio", "paired"]
+    header = ["operation", "N", "pysync ms", "JS ms", "ratio (paired, min)"]
     if proposed:
-        header += ["pysync + proposed patch ms", "ratio", "paired"]
+        header += ["pysync + proposed patch ms", "ratio (paired, min)"]
     header.append("JS, default durability ms")
     rows = []
     for row in result["rows"]:
@@ -163,15 +173,10 @@ def _store(result: dict[str, Any]) -> list[str]:
             f"{row['n']:,}",
             _ms(row["pysync_ms"]),
             _ms(row["js_ms"]),
-            _x(row["ratio"]),
-            _x(row.get("ratio_paired")),
+            _ratios(row),
         ]
         if proposed:
-            cells += [
-                _ms(row.get("pysync_proposed_ms")),
-                _x(row.get("proposed_ratio")),
-                _x(row.get("proposed_ratio_paired")),
-            ]
+            cells += [_ms(row.get("pysync_proposed_ms")), _ratios(row, "proposed_")]
         cells.append(_ms(row.get("js_default_durability_ms")))
         rows.append(cells)
     out += _table(header, rows)
@@ -180,26 +185,20 @@ def _store(result: dict[str, Any]) -> list[str]:
     if phases:
         out += [
             "",
-            "Where pysync's time goes (medians of separate instrumented runs, ms; the steps "
-            "of `put_many` and `query` replayed with timestamps between them):",
+            "Where pysync's time goes (ms; the steps of `put_many` and `query` replayed "
+            "with timestamps between them, medians of separate runs):",
             "",
         ]
         rows = []
         for phase in phases:
             w, r = phase["write_ms"], phase["read_ms"]
             rows.append(
-                [
-                    f"{phase['n']:,}",
-                    f"{w['validate_encode']:.1f}",
-                    f"{w['to_js']:.1f}",
-                    f"{w['js_put_loop']:.1f}",
-                    f"{w['commit_wait']:.1f}",
-                    f"{w['total']:.1f}",
-                    f"{r['get_all']:.1f}",
-                    f"{r['to_py']:.1f}",
-                    f"{r['decode']:.1f}",
-                    f"{r['total']:.1f}",
+                [f"{phase['n']:,}"]
+                + [
+                    f"{w[k]:.1f}"
+                    for k in ("validate_encode", "to_js", "js_put_loop", "commit_wait", "total")
                 ]
+                + [f"{r[k]:.1f}" for k in ("get_all", "to_py", "decode", "total")]
             )
         out += _table(
             [
@@ -218,21 +217,37 @@ def _store(result: dict[str, Any]) -> list[str]:
         )
         out += [
             "",
-            "The JS put loop (structured clone of each value) and the commit are the "
-            "browser's work and cost pysync what they cost plain JS; pysync's own "
-            "overhead is the key check, the codec walk and the conversion to JS objects "
-            "on writes, and `to_py` on reads.",
+            "The JS put loop (a structured clone per value) and the commit are the "
+            "browser's work and cost pysync what they cost plain JS; pysync's own work "
+            "is the key check, the codec walk and the conversion to JS objects on "
+            "writes, `to_py` and the codec on reads. The commit is also where the "
+            "machine's noise lands (it runs in the browser's storage thread).",
         ]
+    overhead = result.get("overhead") or []
+    if overhead:
+        out += [
+            "",
+            "pysync's own work in `put_many`, current code vs the proposed patch "
+            "(no IndexedDB; both in the same page, interleaved; ms):",
+            "",
+        ]
+        keys = ("check_key", "encode", "to_js", "total")
+        rows = [
+            [f"{o['n']:,}", which] + [f"{o[f'{which}_ms'][k]:.1f}" for k in keys]
+            for o in overhead
+            for which in ("current", "proposed")
+        ]
+        out += _table(["N", "code", "check key", "encode", "to JS", "total"], rows)
     if proposed:
         out += [
             "",
-            "The proposed patch (measured by monkeypatching it into the page: "
-            "`bench/bench_store.py --proposed`): `check_key` skips `sort_key` for str and "
-            "safe int keys; the codec walk builds a path only for containers and marked "
-            "values; `_put_many` hands the records to JS as one JSON text parsed by "
-            "`JSON.parse` instead of `to_js` with `Object.fromEntries` per dict, falling "
-            "back to `to_js` when JSON would not be exact (bytes, ints beyond 2**53, "
-            "NaN/Infinity).",
+            "The proposed patch (`bench/bench_store.py --proposed` monkeypatches it into "
+            "the page): `check_key` returns str and safe int keys without `sort_key`; the "
+            "codec walk builds a path only for containers and marked values; `_put_many` "
+            "hands the records to JS as one JSON text for `JSON.parse` (nulls turned back "
+            "into undefined, as `to_js` stores None) instead of `to_js` with "
+            "`Object.fromEntries` per dict, and keeps `to_js` when JSON would not be exact "
+            "(bytes, ints beyond 2**53, NaN/Infinity).",
         ]
     return out
 
