@@ -20,6 +20,7 @@ through a small proxy that checks each request against the user's token.
   pysync dev                   everything local: DynamoDB Local + proxy + demo app
   pysync token --user alice    print a token for the local proxy
   pysync serve                 the proxy in front of real DynamoDB (production)
+  pysync consume               only the stream consumer that writes the changelog
 
 Run `pysync <command> --help` for the options of each command.
 """
@@ -60,6 +61,13 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
         help="browser origin allowed by CORS, e.g. https://app.example.com (repeatable)",
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    parser.add_argument(
+        "--no-consumer",
+        action="store_true",
+        help="do not run the DynamoDB Streams consumer in this process (another process or "
+        "replica runs it, e.g. `pysync consume`); realtime still works (default: "
+        "$PYSYNC_CONSUMER, else on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +128,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra scope for the printed token, e.g. s#team (repeatable)",
     )
 
+    consume = commands.add_parser(
+        "consume",
+        help="run only the stream consumer (DynamoDB Streams -> changelog)",
+        description="Read the data table's DynamoDB stream into the changelog table, "
+        "coordinating with other consumers (in `pysync serve` replicas or other `pysync "
+        "consume` processes) through leases in <table>_streams. SIGTERM or Ctrl-C releases "
+        "the leases and exits. See docs/changelog.md.",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    consume.add_argument("--table", help="data table name (default: $PYSYNC_TABLE or pysync)")
+    consume.add_argument("--region", help="AWS region (default: $PYSYNC_REGION, $AWS_REGION)")
+    consume.add_argument("--dynamodb-endpoint", help="DynamoDB URL (default: AWS for --region)")
+    consume.add_argument(
+        "--streams-endpoint",
+        help="DynamoDB Streams URL (default: --dynamodb-endpoint if given, else AWS)",
+    )
+    consume.add_argument("--aws-profile", help="profile from ~/.aws/config to sign with")
+    consume.add_argument(
+        "--poll-interval", type=float, help="seconds between empty GetRecords (default 0.25)"
+    )
+    consume.add_argument(
+        "--lease-duration", type=float, help="seconds before a silent owner's lease is taken"
+    )
+    consume.add_argument(
+        "--retention",
+        type=float,
+        help="changelog retention in seconds (default 7 days; 0 keeps entries forever)",
+    )
+    consume.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
     token = commands.add_parser(
         "token",
         help="print an HS256 token for a local proxy",
@@ -153,12 +192,37 @@ def _with_static_defaults(config: ProxyConfig) -> ProxyConfig:
     )
 
 
+def _with_consumer(config: ProxyConfig, args: argparse.Namespace) -> ProxyConfig:
+    # `serve` and `dev` run the stream consumer unless told otherwise.
+    if "PYSYNC_CONSUMER" not in os.environ:
+        config = config.replace(consumer=True)
+    if args.no_consumer:
+        config = config.replace(consumer=False)
+    return config
+
+
 def _run(app: Any, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Open SSE streams never end by themselves and uvicorn waits for them.
+            runtime = getattr(app.state, "pysync", None)
+            if runtime is not None:
+                runtime.close_streams()
+            super().handle_exit(sig, frame)
+
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stdout)
     # The proxy writes its own structured access log (pysync.access).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    Server(config).run()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -187,6 +251,7 @@ def _serve(args: argparse.Namespace) -> int:
         sys.exit("pysync serve: refusing the public development JWT secret without --dev")
     if not (config.jwt_secret or config.jwks_url or config.jwks_file):
         sys.exit("pysync serve: set PYSYNC_JWT_SECRET, PYSYNC_JWKS_URL or PYSYNC_JWKS_FILE")
+    config = _with_consumer(config, args)
     _run(create_app(config), args.host, args.port, args.log_level)
     return 0
 
@@ -211,7 +276,10 @@ def _dev(args: argparse.Namespace) -> int:
         allowed_origins=tuple(args.allowed_origins or [base]),
     )
     config = _with_static_defaults(config)
+    config = _with_consumer(config, args)
     config = config.replace(jwt_secret=config.jwt_secret or DEV_JWT_SECRET)
+    if "PYSYNC_STREAM_POLL_INTERVAL" not in os.environ:
+        config = config.replace(stream_poll_interval=0.02)  # DynamoDB Local does not throttle
     with DynamoDBLocal(data_dir=args.data_dir) as database:
         config = config.replace(dynamodb_endpoint=database.endpoint)
         session = local_session()
@@ -231,12 +299,76 @@ def _dev(args: argparse.Namespace) -> int:
             f"  DynamoDB API:   {base}/dynamodb\n"
             f"  DynamoDB Local: {database.endpoint}  tables {config.table}, "
             f"{config.changelog_table}; data in {storage}\n"
-            f"  token for {args.user} (12 h):\n{token}\n",
+            f"  token for {args.user} (12 h):\n{token}\n"
+            f"  realtime:       {base}/changes?scope=u%23{args.user}&token=<token>"
+            f" (consumer {'on' if config.consumer else 'off'})\n",
             flush=True,
         )
         if config.web_dir is None:
             print("  note: no ./web directory here, so / serves nothing", flush=True)
         _run(create_app(config, session=session), args.host, args.port, args.log_level)
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    import botocore.session  # type: ignore[import-untyped]
+
+    from .server import ProxyConfig
+    from .server._changelog import Changelog
+    from .server._dynamo import DynamoDBAPI
+    from .server._signing import Signer
+    from .server._streams import StreamConsumer
+
+    config = ProxyConfig.from_env().replace(
+        table=args.table,
+        region=args.region,
+        dynamodb_endpoint=args.dynamodb_endpoint,
+        streams_endpoint=args.streams_endpoint,
+        aws_profile=args.aws_profile,
+        stream_poll_interval=args.poll_interval,
+        lease_duration=args.lease_duration,
+        changelog_retention=args.retention,
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stdout
+    )
+
+    async def main() -> None:
+        session = botocore.session.Session(profile=config.aws_profile)
+        signer = Signer(config.region, session=session)
+        api = DynamoDBAPI(
+            signer, config.dynamodb_url, config.streams_url, timeout=config.upstream_timeout
+        )
+        changelog = Changelog(api, config.changelog_table, retention=config.changelog_retention)
+        consumer = StreamConsumer(
+            api,
+            config.table,
+            changelog,
+            lease_table=config.lease_table,
+            poll_interval=config.stream_poll_interval,
+            lease_duration=config.lease_duration,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await consumer.start()
+        logging.getLogger("pysync.streams").info(
+            "consuming the stream of %s into %s as %s",
+            config.table,
+            config.changelog_table,
+            consumer.worker_id,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await consumer.stop()
+            await api.aclose()
+
+    asyncio.run(main())
     return 0
 
 
@@ -260,7 +392,7 @@ def _token(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pysync`` console script."""
     args = build_parser().parse_args(argv)
-    commands = {"serve": _serve, "dev": _dev, "token": _token}
+    commands = {"serve": _serve, "dev": _dev, "consume": _consume, "token": _token}
     return commands[args.command](args)
 
 

@@ -5,25 +5,47 @@ Needs the ``server`` extra (``pip install pysync[server]``). Entry points:
 - :func:`create_app` builds the ASGI app from a :class:`ProxyConfig`;
 - :class:`Policy` / :class:`TableRule` describe what tokens may do;
 - :class:`TokenVerifier` checks bearer tokens, :func:`issue_token` mints dev tokens;
-- :class:`DynamoDBLocal` and :func:`create_tables` set up a development database.
+- :class:`DynamoDBLocal` and :func:`create_tables` set up a development database;
+- :class:`StreamConsumer` reads the data table's stream into the :class:`Changelog`;
+  :class:`ChangeFeed` fans new entries out to ``GET /changes`` subscribers
+  (see docs/changelog.md).
 """
 
-from ._app import API_PATH, create_app, verifier_from_config
+from ._app import API_PATH, CHANGES_PATH, Runtime, create_app, verifier_from_config
 from ._auth import Principal, TokenVerifier, issue_token
+from ._changelog import Change, Changelog, Head, parse_record
 from ._config import DEV_JWT_SECRET, ProxyConfig
 from ._devstack import DynamoDBLocal, create_tables, dynamodb_client, local_session
+from ._dynamo import DynamoDBAPI, DynamoDBError
 from ._errors import ProxyError
 from ._policy import PROTOCOL_FIELDS, Policy, TableRule
+from ._realtime import ChangeFeed, Subscription
+from ._signing import Signer
+from ._streams import SHARD_END, Lease, LeaseTable, StreamConsumer
 
 __all__ = [
     "API_PATH",
+    "CHANGES_PATH",
     "DEV_JWT_SECRET",
     "PROTOCOL_FIELDS",
+    "SHARD_END",
+    "Change",
+    "ChangeFeed",
+    "Changelog",
+    "DynamoDBAPI",
+    "DynamoDBError",
     "DynamoDBLocal",
+    "Head",
+    "Lease",
+    "LeaseTable",
     "Policy",
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "Runtime",
+    "Signer",
+    "StreamConsumer",
+    "Subscription",
     "TableRule",
     "TokenVerifier",
     "create_app",
@@ -31,5 +53,6 @@ __all__ = [
     "dynamodb_client",
     "issue_token",
     "local_session",
+    "parse_record",
     "verifier_from_config",
 ]

@@ -4,6 +4,7 @@ Routes:
 
 - ``POST /dynamodb`` — DynamoDB JSON protocol (``X-Amz-Target: DynamoDB_20120810.<Op>``,
   ``Content-Type: application/x-amz-json-1.0``, ``Authorization: Bearer <jwt>``).
+- ``GET /changes?scope=<scope>`` — realtime changelog entries as Server-Sent Events.
 - ``GET /healthz`` — liveness.
 - ``/pyodide/`` — the offline Pyodide distribution (``config.pyodide_dir``).
 - ``/`` — the web app (``config.web_dir``).
@@ -11,11 +12,13 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from os import PathLike, stat_result
 from pathlib import Path
 from typing import Any
@@ -32,14 +35,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ._auth import TokenVerifier
+from ._changelog import Changelog
 from ._config import ProxyConfig
+from ._dynamo import DynamoDBAPI
 from ._errors import ProxyError, SerializationError, Throttled, ValidationError
 from ._forward import Forwarder
 from ._policy import Policy
 from ._ratelimit import RateLimiter
+from ._realtime import ChangeFeed, ChangesEndpoint
 from ._signing import JSON_CONTENT_TYPE, Signer
+from ._streams import StreamConsumer
 
 API_PATH = "/dynamodb"
+CHANGES_PATH = "/changes"
 TARGET_PREFIX = "DynamoDB_20120810."
 _STREAMS_PREFIX = "DynamoDBStreams_20120810."
 _LOG_KEY = "pysync.log"
@@ -253,6 +261,28 @@ class DynamoDBEndpoint:
         return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)
 
 
+@dataclass
+class Runtime:
+    """What a running app holds (``app.state.pysync`` during its lifespan).
+
+    ``consumer`` and ``changelog`` are ``None`` unless ``config.consumer`` is set.
+    """
+
+    api: DynamoDBAPI
+    feed: ChangeFeed
+    changelog: Changelog | None
+    consumer: StreamConsumer | None
+    loop: asyncio.AbstractEventLoop
+
+    def close_streams(self) -> None:
+        """End every SSE stream; safe from any thread or a signal handler.
+
+        ASGI servers wait for open responses before shutting down, and an SSE
+        response never ends by itself: call this when the server is asked to stop.
+        """
+        self.loop.call_soon_threadsafe(self.feed.close_all)
+
+
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
@@ -282,6 +312,15 @@ def create_app(
         RateLimiter(config.rate_limit, config.rate_burst),
     )
 
+    changes = ChangesEndpoint(
+        endpoint.verifier,
+        endpoint.policy,
+        endpoint.limiter,
+        config.changelog_table,
+        heartbeat=config.sse_heartbeat,
+        max_streams_per_subject=config.max_streams_per_subject,
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         endpoint.forwarder = Forwarder(
@@ -289,12 +328,17 @@ def create_app(
             timeout=config.upstream_timeout,
             max_connections=config.max_connections,
         )
+        runtime = await start_runtime(config, endpoint.signer)
+        changes.feed = runtime.feed
+        app.state.pysync = runtime
         try:
             yield
         finally:
+            await stop_runtime(runtime)
             await endpoint.forwarder.aclose()
 
     routes: list[BaseRoute] = [
+        Route(CHANGES_PATH, changes.handle, methods=["GET"]),
         Route(API_PATH, endpoint.handle, methods=["POST"]),
         # botocore appends "/" to an endpoint URL that has a path.
         Route(API_PATH + "/", endpoint.handle, methods=["POST"]),
@@ -324,6 +368,44 @@ def create_app(
             )
         )
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+async def start_runtime(
+    config: ProxyConfig, signer: Signer, *, worker_id: str | None = None
+) -> Runtime:
+    """Start the change feed and, if ``config.consumer``, the stream consumer feeding it."""
+    api = DynamoDBAPI(
+        signer, config.dynamodb_url, config.streams_url, timeout=config.upstream_timeout
+    )
+    feed = ChangeFeed(api, config.changelog_table, poll_interval=config.realtime_poll_interval)
+    await feed.start()
+    changelog = consumer = None
+    if config.consumer:
+        changelog = Changelog(
+            api,
+            config.changelog_table,
+            retention=config.changelog_retention,
+            listener=feed.publish,
+        )
+        consumer = StreamConsumer(
+            api,
+            config.table,
+            changelog,
+            lease_table=config.lease_table,
+            worker_id=worker_id,
+            poll_interval=config.stream_poll_interval,
+            lease_duration=config.lease_duration,
+        )
+        await consumer.start()
+    return Runtime(api, feed, changelog, consumer, asyncio.get_running_loop())
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    """Stop the consumer (releasing its leases), end the SSE streams, close connections."""
+    if runtime.consumer is not None:
+        await runtime.consumer.stop()
+    await runtime.feed.aclose()
+    await runtime.api.aclose()
 
 
 def verifier_from_config(config: ProxyConfig) -> TokenVerifier:

@@ -27,12 +27,33 @@ def _float(value: str, name: str) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
+_FLOAT_SETTINGS = {
+    "PYSYNC_CHANGELOG_RETENTION": "changelog_retention",
+    "PYSYNC_STREAM_POLL_INTERVAL": "stream_poll_interval",
+    "PYSYNC_LEASE_DURATION": "lease_duration",
+    "PYSYNC_REALTIME_POLL_INTERVAL": "realtime_poll_interval",
+    "PYSYNC_SSE_HEARTBEAT": "sse_heartbeat",
+}
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """Everything the proxy needs; see docs/proxy.md for each setting's environment variable.
 
     ``dynamodb_endpoint``/``streams_endpoint`` default to the public AWS
-    endpoints of ``region``. AWS credentials are not configured here: the
+    endpoints of ``region`` (a custom ``dynamodb_endpoint`` alone, as for
+    DynamoDB Local, serves Streams too). ``consumer`` runs the stream consumer
+    in the app's process (``pysync serve``/``dev`` turn it on); see
+    docs/changelog.md for it and the realtime settings. AWS credentials are not configured here: the
     proxy uses botocore's standard chain (environment, ``aws_profile``,
     container or instance role).
     """
@@ -55,11 +76,23 @@ class ProxyConfig:
     max_connections: int = 64
     web_dir: Path | None = None
     pyodide_dir: Path | None = None
+    consumer: bool = False
+    changelog_retention: float = 7 * 24 * 3600.0
+    stream_poll_interval: float = 0.25
+    lease_duration: float = 10.0
+    realtime_poll_interval: float = 1.0
+    sse_heartbeat: float = 15.0
+    max_streams_per_subject: int = 16
 
     @property
     def changelog_table(self) -> str:
         """Name of the changelog table (``<table>_changes``)."""
         return f"{self.table}_changes"
+
+    @property
+    def lease_table(self) -> str:
+        """Name of the stream consumer's lease and checkpoint table (``<table>_streams``)."""
+        return f"{self.table}_streams"
 
     @property
     def dynamodb_url(self) -> str:
@@ -69,7 +102,11 @@ class ProxyConfig:
     @property
     def streams_url(self) -> str:
         """DynamoDB Streams endpoint (for the stream consumer)."""
-        return self.streams_endpoint or f"https://streams.dynamodb.{self.region}.amazonaws.com"
+        if self.streams_endpoint:
+            return self.streams_endpoint
+        if self.dynamodb_endpoint:  # DynamoDB Local and other emulators serve both APIs
+            return self.dynamodb_endpoint
+        return f"https://streams.dynamodb.{self.region}.amazonaws.com"
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -112,6 +149,13 @@ class ProxyConfig:
             values["rate_burst"] = _int(burst, "PYSYNC_RATE_BURST")
         if timeout := get("PYSYNC_UPSTREAM_TIMEOUT"):
             values["upstream_timeout"] = _float(timeout, "PYSYNC_UPSTREAM_TIMEOUT")
+        if consumer := get("PYSYNC_CONSUMER"):
+            values["consumer"] = _bool(consumer, "PYSYNC_CONSUMER")
+        for name, field_name in _FLOAT_SETTINGS.items():
+            if value := get(name):
+                values[field_name] = _float(value, name)
+        if streams := get("PYSYNC_MAX_STREAMS_PER_SUBJECT"):
+            values["max_streams_per_subject"] = _int(streams, "PYSYNC_MAX_STREAMS_PER_SUBJECT")
         if web := get("PYSYNC_WEB_DIR"):
             values["web_dir"] = Path(web)
         if pyodide := get("PYSYNC_PYODIDE_DIR"):

@@ -213,14 +213,19 @@ def dynamodb_client(config: ProxyConfig, session: botocore.session.Session | Non
 
 
 def create_tables(client: Any, table: str) -> None:
-    """Create the data table and ``<table>_changes`` if missing; idempotent.
+    """Create the data table, ``<table>_changes`` and ``<table>_streams`` if missing; idempotent.
 
     Data table: ``pk`` (S) hash, ``sk`` (S) range, on-demand, stream with
-    NEW_AND_OLD_IMAGES. Changelog: ``pk`` (S) hash, ``sk`` (N) range. Both get
-    TTL on ``_ttl``. Works against DynamoDB Local and real AWS alike.
+    NEW_AND_OLD_IMAGES. Changelog: ``pk`` (S) hash, ``sk`` (N) range. Stream
+    consumer leases and checkpoints: ``pk`` (S), ``sk`` (S). All get TTL on
+    ``_ttl``. Works against DynamoDB Local and real AWS alike.
     """
     stream = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    specs = [(table, "S", stream), (f"{table}_changes", "N", None)]
+    specs = [
+        (table, "S", stream),
+        (f"{table}_changes", "N", None),
+        (f"{table}_streams", "S", None),
+    ]
     for name, sort_type, stream_spec in specs:
         extra = {"StreamSpecification": stream_spec} if stream_spec else {}
         # An existing table is fine: what it must have is checked below.
