@@ -72,6 +72,12 @@ class HttpRemote:
         self._token = token if callable(token) else (lambda: token)
         self._send = send or _default_send()
 
+    async def close(self) -> None:
+        """Release the connection pool (CPython); nothing to do in the page."""
+        close = getattr(self._send, "aclose", None)
+        if close is not None:
+            await close()
+
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
@@ -117,3 +123,6 @@ class _HttpxSend:
     async def __call__(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         response = await self._client.post(url, headers=headers, content=body)
         return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

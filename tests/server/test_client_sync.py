@@ -26,12 +26,12 @@ _users = itertools.count()
 
 @pytest.fixture(scope="module")
 def sync_proxy(dynamodb: DynamoDBLocal, make_proxy: Callable[..., str]) -> str:
-    create_tables(
-        dynamodb_client(
-            ProxyConfig(table=TABLE, dynamodb_endpoint=dynamodb.endpoint), local_session()
-        ),
-        TABLE,
-    )
+    config = ProxyConfig(table=TABLE, dynamodb_endpoint=dynamodb.endpoint)
+    client = dynamodb_client(config, local_session())
+    try:
+        create_tables(client, TABLE)
+    finally:
+        client.close()  # its sockets would otherwise be reported unclosed at exit
     return make_proxy(table=TABLE) + "/dynamodb"
 
 
