@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import inspect
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from pysync.server import (
+    DynamoDBAPI,
+    DynamoDBError,
     DynamoDBLocal,
     ProxyConfig,
+    Signer,
     create_app,
     create_tables,
     dynamodb_client,
@@ -405,3 +411,122 @@ def proxy_post(
     sent.update(headers)
     content = body if isinstance(body, bytes) else dumps(body)
     return http.post(url + "/dynamodb", content=content, headers=sent)
+
+
+# --- stream consumer, changelog and realtime -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ddb(dynamodb: DynamoDBLocal) -> Iterator[Any]:
+    """A botocore client straight to DynamoDB Local (writes that bypass the proxy)."""
+    client = dynamodb_client(ProxyConfig(dynamodb_endpoint=dynamodb.endpoint), local_session())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_tables(ddb: Any) -> Callable[[str], str]:
+    """Create a fresh data table with its ``_changes`` and ``_streams`` tables; returns its name.
+
+    Each test gets its own stream, so consumers never see other tests' writes.
+    """
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        create_tables(ddb, name)
+        return name
+
+    return make
+
+
+class FaultyAPI(DynamoDBAPI):
+    """A :class:`DynamoDBAPI` that fails or stalls chosen calls, and counts every call."""
+
+    @dataclass
+    class Fault:
+        operation: str
+        action: DynamoDBError | Callable[[dict[str, Any]], Awaitable[None]]
+        when: Callable[[dict[str, Any]], bool]
+        times: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.faults: list[FaultyAPI.Fault] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def inject(
+        self,
+        operation: str,
+        action: DynamoDBError | Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        when: Callable[[dict[str, Any]], bool] = lambda body: True,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` matching calls raise ``action`` (or await it first)."""
+        self.faults.append(FaultyAPI.Fault(operation, action, when, times))
+
+    async def request(self, url: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
+        operation = target.rpartition(".")[2]
+        self.calls.append((operation, body))
+        for fault in self.faults:
+            if fault.operation == operation and fault.times > 0 and fault.when(body):
+                fault.times -= 1
+                if isinstance(fault.action, DynamoDBError):
+                    raise fault.action
+                await fault.action(body)
+        return await super().request(url, target, body)
+
+    def count(self, operation: str) -> int:
+        """How many calls of ``operation`` were made."""
+        return sum(1 for name, _ in self.calls if name == operation)
+
+
+def aws_error(error_type: str, status: int = 400, **body: Any) -> DynamoDBError:
+    """A :class:`DynamoDBError` as DynamoDB would send it."""
+    return DynamoDBError(status, error_type, f"injected {error_type}", body)
+
+
+@pytest.fixture
+async def api(dynamodb: DynamoDBLocal) -> AsyncIterator[FaultyAPI]:
+    """The server's own async client to DynamoDB Local (with fault injection)."""
+    client = FaultyAPI(Signer("us-east-1", session=local_session()), dynamodb.endpoint)
+    yield client
+    await client.aclose()
+
+
+async def wait_until(
+    condition: Callable[[], Any], limit: float = 10.0, interval: float = 0.01
+) -> Any:
+    """Poll ``condition`` (sync or async) until it is truthy; fail after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {limit} s")
+        await asyncio.sleep(interval)
+
+
+def changelog(ddb: Any, table: str, scope: str) -> list[dict[str, Any]]:
+    """Every entry of ``scope`` in ``<table>_changes`` (consistent, in seq order, no head)."""
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {
+        "TableName": f"{table}_changes",
+        "KeyConditionExpression": "pk = :p AND sk > :z",
+        "ExpressionAttributeValues": {":p": S(scope), ":z": N(0)},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = ddb.query(**request)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def seqs(entries: list[dict[str, Any]]) -> list[int]:
+    """The seqs of changelog entries."""
+    return [int(entry["sk"]["N"]) for entry in entries]

@@ -1,22 +1,24 @@
 """A small asynchronous DynamoDB and DynamoDB Streams client for the server's own calls.
 
 The stream consumer, the changelog appender and the realtime feed call
-DynamoDB themselves. They reuse the proxy's request path (:class:`Signer` for
-SigV4, :class:`Forwarder` for pooled aiohttp connections) instead of a second
-SDK: no new dependency, no worker threads, about 1 ms per call against
-DynamoDB Local, and one place where credentials are refreshed. botocore is
-only used for signing, as in the proxy.
+DynamoDB themselves. They use the proxy's request path (:class:`Signer` for
+SigV4 with botocore's credential chain and refresh, a pooled aiohttp session
+configured like :class:`Forwarder`) instead of a second SDK: no new
+dependency, no worker threads, about 1 ms per call against DynamoDB Local.
+Bodies are sent from a buffer, so multi-megabyte transactions do not block
+the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 from typing import Any
 
-from ._errors import ProxyError
-from ._forward import Forwarder
+import aiohttp
+
 from ._signing import Signer
 
 DYNAMODB_TARGET = "DynamoDB_20120810."
@@ -96,9 +98,12 @@ class DynamoDBAPI:
         self.signer = signer
         self.dynamodb_url = dynamodb_url
         self.streams_url = streams_url or dynamodb_url
-        self._forwarders: dict[str, Forwarder] = {}
-        for url in {self.dynamodb_url, self.streams_url}:
-            self._forwarders[url] = Forwarder(url, timeout=timeout, max_connections=max_connections)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
 
     async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """Call a DynamoDB operation (``PutItem``, ``Query``...); raise :class:`DynamoDBError`."""
@@ -114,15 +119,20 @@ class DynamoDBAPI:
         credentials = await self.signer.frozen_credentials()
         headers = self.signer.sign(url, data, target, credentials)
         try:
-            reply = await self._forwarders[url].send(data, headers)
-        except ProxyError as error:  # 502/504: unreachable or timed out
-            raise DynamoDBError(error.status, "ServiceUnavailable", error.message, {}) from None
-        if reply.status != 200:
-            raise parse_error(reply.status, reply.body)
-        result: dict[str, Any] = json.loads(reply.body)
+            async with self._session.post(
+                url, data=io.BytesIO(data), headers=headers, allow_redirects=False
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise DynamoDBError(504, "ServiceUnavailable", "no answer in time", {}) from None
+        except aiohttp.ClientError as error:
+            raise DynamoDBError(502, "ServiceUnavailable", f"unreachable: {error}", {}) from None
+        if status != 200:
+            raise parse_error(status, raw)
+        result: dict[str, Any] = json.loads(raw)
         return result
 
     async def aclose(self) -> None:
-        """Close the connection pools."""
-        for forwarder in self._forwarders.values():
-            await forwarder.aclose()
+        """Close the connection pool."""
+        await self._session.close()
