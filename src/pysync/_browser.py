@@ -69,6 +69,27 @@ class BrowserPlatform:
 
         return stop
 
+    def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
+        import js
+        from pyodide.ffi import create_proxy
+
+        source = js.EventSource.new(url)
+        # The browser reconnects by itself, resuming after the last event id.
+        handlers = {
+            kind: create_proxy(lambda event, kind=kind: on_event(kind, str(event.data)))
+            for kind in ("message", "ready")
+        }
+        for kind, handler in handlers.items():
+            source.addEventListener(kind, handler)
+
+        def stop() -> None:
+            source.close()
+            for kind, handler in handlers.items():
+                source.removeEventListener(kind, handler)
+                handler.destroy()
+
+        return stop
+
     def online(self) -> bool:
         import js
 

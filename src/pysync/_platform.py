@@ -53,6 +53,10 @@ class Platform(Protocol):
         """Whether the network is believed reachable."""
         ...
 
+    def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
+        """Listen to Server-Sent Events at ``url``: ``on_event(type, data)``, reconnecting."""
+        ...
+
     def on_online_change(self, callback: Callable[[bool], None]) -> Unsubscribe:
         """Call ``callback(online)`` whenever connectivity changes."""
         ...

@@ -150,3 +150,39 @@ def test_two_devices_edit_offline_and_converge(
     finally:
         a.context.close()
         b.context.close()
+
+
+def test_realtime_feed_brings_changes_without_polling(browser: Browser, server_url: str) -> None:
+    user = f"e2e-rt-{uuid.uuid4().hex[:8]}"
+    token = issue_token(DEV_JWT_SECRET, user)
+    a = device(browser, server_url, user, token)
+    b = device(browser, server_url, user, token)
+    try:
+        b.run(
+            f"""
+            await sync.sync()
+            sync.listen(js.location.origin + "/changes", {token!r})
+            sync.start(interval=3600)  # no polling: only realtime events and local writes wake it
+            def show(found):
+                js.window.seenIds = pysync_to_js([d["id"] for d in found])
+            from pyodide.ffi import to_js as pysync_to_js
+            sub = todos.watch(show)
+            """
+        )
+        a.run('await todos.put({"id": "live", "done": False}); await sync.sync(); None')
+        b.page.wait_for_function("window.seenIds && window.seenIds.includes('live')")
+        a.run('await todos.patch("live", {"done": True}); await sync.sync(); None')
+        b.run(
+            """
+            async def done_true():
+                return (await todos.get("live"))["done"] is True
+            for _ in range(200):
+                if await done_true():
+                    break
+                await asyncio.sleep(0.02)
+            assert await done_true()
+            """
+        )
+    finally:
+        a.context.close()
+        b.context.close()

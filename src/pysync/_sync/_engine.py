@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class Sync:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep
+        self._stop_listen: Callable[[], None] | None = None
 
     async def push(self) -> PushReport:
         """Push every pending change (conflicts are merged and pushed again)."""
@@ -106,6 +108,33 @@ class Sync:
             self._stop_watch = self.replica.on_status(lambda _status: self._wake.set())
             self._task = asyncio.ensure_future(self._loop(interval))
 
+    def listen(self, url: str, token: str) -> None:
+        """Follow the proxy's realtime feed (``GET /changes``) while syncing in the background.
+
+        An event whose seq is the cursor + 1 is applied at once; anything else
+        (a gap, a reconnect's ``ready``) triggers a catch-up pull. The changelog
+        stays the truth: realtime only makes changes arrive sooner.
+        """
+        from urllib.parse import urlencode
+
+        query = urlencode({"scope": self.scope, "token": token})
+        self._stop_listen = self.replica.platform.event_source(f"{url}?{query}", self._on_event)
+
+    def _on_event(self, kind: str, data: str) -> None:
+        task = asyncio.ensure_future(self._realtime(kind, data))
+        task.add_done_callback(self.replica._report)
+
+    async def _realtime(self, kind: str, data: str) -> None:
+        message = json.loads(data)
+        entry = message.get("entry")
+        if kind == "message" and entry is not None and not self._lock.locked():
+            async with self._lock:
+                cursor = await self.puller.cursor()
+                if cursor is not None and int(message["seq"]) == cursor + 1:
+                    await self.puller.apply_entries([entry])
+                    return
+        self.notify()
+
     def notify(self) -> None:
         """Something changed (a realtime event, coming back online): sync soon."""
         self._wake.set()
@@ -126,7 +155,10 @@ class Sync:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     def stop(self) -> None:
-        """Stop background syncing."""
+        """Stop background syncing and the realtime feed."""
+        if self._stop_listen is not None:
+            self._stop_listen()
+            self._stop_listen = None
         if self._task is not None:
             self._task.cancel()
             self._stop_watch()

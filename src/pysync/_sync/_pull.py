@@ -104,6 +104,14 @@ class Puller:
                 return report
             await asyncio.sleep(0)  # let the page breathe between pages
 
+    async def apply_entries(self, items: list[dict[str, Any]]) -> PullReport:
+        """Apply changelog entries received out of band (realtime), in seq order."""
+        report = PullReport()
+        changes = [self._change(item) for item in items]
+        if changes:
+            await self.apply(changes, report, cursor=changes[-1].seq)
+        return report
+
     def _change(self, item: dict[str, Any]) -> _Change:
         seq = int(item["sk"]["N"])
         collection, key = parse_sort_key(item["key"]["S"])

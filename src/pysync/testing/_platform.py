@@ -28,10 +28,18 @@ class MemoryBrowser:
         self._holders: dict[str, MemoryTab] = {}
         self._queues: dict[str, list[tuple[MemoryTab, Callable[[], None]]]] = {}
         self._online_listeners: list[Callable[[bool], None]] = []
+        self.event_sources: dict[str, list[Callable[[str, str], None]]] = {}
 
     def tab(self) -> MemoryTab:
         """A new tab."""
         return MemoryTab(self)
+
+    def emit(self, url_prefix: str, kind: str, data: str) -> None:
+        """Deliver a Server-Sent Event to every source whose URL starts with ``url_prefix``."""
+        for url, listeners in list(self.event_sources.items()):
+            if url.startswith(url_prefix):
+                for listener in list(listeners):
+                    listener(kind, data)
 
     def set_online(self, online: bool) -> None:
         """Simulate the network going away or coming back."""
@@ -118,6 +126,11 @@ class MemoryTab:
         listeners = self.browser._online_listeners
         listeners.append(callback)
         return lambda: listeners.remove(callback) if callback in listeners else None
+
+    def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
+        listeners = self.browser.event_sources.setdefault(url, [])
+        listeners.append(on_event)
+        return lambda: listeners.remove(on_event) if on_event in listeners else None
 
     def crash(self) -> None:
         """Close the tab abruptly: its locks are released and its channels go quiet."""
