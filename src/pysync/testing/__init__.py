@@ -5,9 +5,20 @@
   the in-memory backend in CPython).
 * :class:`MemoryBrowser`: simulated tabs (shared storage, broadcast channels,
   Web Locks, connectivity and a fake clock) to run replicas in CPython.
+* :class:`MemoryDynamo`: an in-memory DynamoDB (the request subset pysync sends) with
+  a simulated changelog and fault injection, to run the sync engine in CPython.
 """
 
+from ._dynamo import MemoryConnection, MemoryDynamo
 from ._factories import StoreFactory, indexeddb_factory, memory_factory
 from ._platform import MemoryBrowser, MemoryTab
 
-__all__ = ["MemoryBrowser", "MemoryTab", "StoreFactory", "indexeddb_factory", "memory_factory"]
+__all__ = [
+    "MemoryBrowser",
+    "MemoryConnection",
+    "MemoryDynamo",
+    "MemoryTab",
+    "StoreFactory",
+    "indexeddb_factory",
+    "memory_factory",
+]
