@@ -58,6 +58,7 @@ class Pusher:
         strategy: Callable[[str], Strategy],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_attempts: int = 8,
+        window: int = 16,
     ) -> None:
         self.replica = replica
         self.remote = remote
@@ -66,30 +67,51 @@ class Pusher:
         self.strategy = strategy
         self.sleep = sleep
         self.max_attempts = max_attempts
+        self.window = window
 
     async def push(self, progress: Callable[[int, int], None] | None = None) -> PushReport:
         """Push every pushable entry; raises RemoteError when the network stays down."""
         report = PushReport()
         total = self.replica.status.pending
         while True:
-            batch = await self._next()
-            if not batch:
+            batches = await self._next()
+            if not batches:
                 return report
             if progress:
                 progress(report.pushed + 1, max(total, report.pushed + 1))
-            await self._set_state(batch, INFLIGHT)
-            await self._push_batch(batch, report)
+            await self._set_state([e for batch in batches for e in batch], INFLIGHT)
+            outcomes = await asyncio.gather(
+                *(self._push_batch(batch, report) for batch in batches), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
-    async def _next(self) -> list[Entry]:
-        """The oldest pushable entry, with the rest of its transaction group."""
+    async def _next(self) -> list[list[Entry]]:
+        """The next entries to send together, oldest first.
+
+        Either one transaction group alone, or up to ``window`` single entries of
+        different records (sent concurrently: they are independent). A second
+        entry of a record already in the window waits for the next round, so each
+        record's changes still land in order.
+        """
         entries = await self.replica.store.query(OUTBOX)
+        batches: list[list[Entry]] = []
+        records: set[tuple[str, Any]] = set()
         for entry in entries:
-            if entry["state"] != REJECTED:
-                group = entry["group"]
-                if group is None:
-                    return [entry]
-                return [e for e in entries if e["group"] == group and e["state"] != REJECTED]
-        return []
+            if entry["state"] == REJECTED:
+                continue
+            group = entry["group"]
+            if group is not None:
+                if batches:
+                    break
+                return [[e for e in entries if e["group"] == group and e["state"] != REJECTED]]
+            record = (entry["collection"], entry["id"])
+            if record in records or len(batches) == self.window:
+                break
+            records.add(record)
+            batches.append([entry])
+        return batches
 
     async def _push_batch(self, batch: list[Entry], report: PushReport) -> None:
         for attempt in range(self.max_attempts):
