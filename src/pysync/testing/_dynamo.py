@@ -330,16 +330,22 @@ class _Parser:
         self.pos += 1
         return token
 
+    def syntax(self, token: _Token) -> RemoteError:
+        """A syntax error at ``token`` (the last one taken, or the next one)."""
+        index = self.tokens.index(token) if token in self.tokens else len(self.tokens)
+        before = self.tokens[index - 1].text if index > 0 else ""
+        near = before if token.kind == "end" else f"{before} {token.text}".strip()
+        return self.error(f'Syntax error; token: "{token.text}", near: "{near}"')
+
     def expect(self, text: str) -> None:
         token = self.take()
         if token.text != text:
-            near = self.tokens[self.pos - 2].text if self.pos >= 2 else ""
-            raise self.error(f'Syntax error; token: "{token.text}", near: "{near}"')
+            raise self.syntax(token)
 
     def done(self) -> None:
         token = self.peek()
         if token.kind != "end":
-            raise self.error(f'Syntax error; token: "{token.text}"')
+            raise self.syntax(token)
 
     # -- operands ---------------------------------------------------------------------
 
@@ -357,7 +363,7 @@ class _Parser:
         elif token.kind == "word" and token.keyword is None:
             name = token.text
         else:
-            raise self.error(f'Syntax error; token: "{token.text}"')
+            raise self.syntax(token)
         if self.peek().text in (".", "["):
             raise _unsupported("nested document paths")
         return name
@@ -365,7 +371,7 @@ class _Parser:
     def value(self) -> AttributeValue:
         token = self.take()
         if token.kind != "value":
-            raise self.error(f'Syntax error; token: "{token.text}"')
+            raise self.syntax(token)
         if token.text not in self.placeholders.values:
             raise self.error(
                 "An expression attribute value used in expression is not defined;"
@@ -425,7 +431,7 @@ class _Parser:
         if comparator.keyword in ("BETWEEN", "IN"):
             raise _unsupported(f"{comparator.keyword} in {self.what}")
         if comparator.text not in _COMPARATORS:
-            raise self.error(f'Syntax error; token: "{comparator.text}"')
+            raise self.syntax(comparator)
         right = self.operand()
         return _comparison(comparator.text, left, right)
 
@@ -496,7 +502,7 @@ def _parse_update(text: object, placeholders: _Placeholders) -> _Update:
         if keyword in ("REMOVE", "DELETE"):
             raise _unsupported(f"{keyword} in UpdateExpression")
         if keyword not in ("SET", "ADD"):
-            raise parser.error(f'Syntax error; token: "{section.text}"')
+            raise parser.syntax(section)
         if keyword in seen:
             raise parser.error(
                 f'The "{keyword}" section can only be used once in an update expression;'
