@@ -19,8 +19,11 @@ from pysync.server import (
     Changelog,
     DynamoDBLocal,
     LeaseTable,
+    ProxyConfig,
     Signer,
     StreamConsumer,
+    create_tables,
+    dynamodb_client,
     local_session,
 )
 
@@ -52,23 +55,27 @@ async def start_consumer(api: FaultyAPI) -> AsyncIterator[StartConsumer]:
 
 
 @pytest.fixture(scope="module")
-def ttl_table(ddb: Any, dynamodb: DynamoDBLocal) -> str:
-    """A table with an already expired item, written first so DynamoDB Local's TTL sweep
-    (every 10 s or so) runs while the other tests of this module do."""
-    from pysync.server import create_tables
+def ttl_stack() -> Iterator[tuple[DynamoDBLocal, str]]:
+    """Its own DynamoDB Local with one table holding an already expired item.
 
-    name = f"ttl_{os.getpid()}_{int(time.time())}"
-    create_tables(ddb, name)
-    key = {"pk": S("u#ttl"), "sk": S("todos#gone")}
-    ddb.put_item(TableName=name, Item={**key, "_v": N(4), "_ttl": N(int(time.time()) - 60)})
-    return name
+    DynamoDB Local's TTL sweep runs about every 10 s, and with many tables it can
+    skip a table for minutes, so the TTL test gets a fresh instance, started first
+    so that the sweep runs while the other tests of this module do.
+    """
+    with DynamoDBLocal() as database:
+        client = dynamodb_client(ProxyConfig(dynamodb_endpoint=database.endpoint), local_session())
+        create_tables(client, "ttl")
+        key = {"pk": S("u#ttl"), "sk": S("todos#gone")}
+        client.put_item(TableName="ttl", Item={**key, "_v": N(4), "_ttl": N(int(time.time()) - 60)})
+        client.close()
+        yield database, "ttl"
 
 
 def _names(**names: str) -> dict[str, str]:
     return {f"#{alias}": name for alias, name in names.items()}
 
 
-@pytest.mark.usefixtures("ttl_table")
+@pytest.mark.usefixtures("ttl_stack")
 async def test_every_kind_of_write_reaches_the_changelog_in_order(
     ddb: Any, make_tables: Callable[[str], str], start_consumer: StartConsumer
 ) -> None:
@@ -392,15 +399,26 @@ async def test_parents_before_children_and_closed_shards(
         await fake.aclose()
 
 
-async def test_ttl_deletes_reach_the_changelog(
-    ddb: Any, ttl_table: str, start_consumer: StartConsumer
-) -> None:
-    """Last in this module: DynamoDB Local's TTL sweep had the other tests' time to run."""
-    await start_consumer(ttl_table)
-    entries = await wait_until(
-        lambda: len(changelog(ddb, ttl_table, "u#ttl")) >= 2 and changelog(ddb, ttl_table, "u#ttl"),
-        limit=25,
+async def test_ttl_deletes_reach_the_changelog(ttl_stack: tuple[DynamoDBLocal, str]) -> None:
+    """Last but one in this module: the TTL sweep had the other tests' time to run."""
+    database, table = ttl_stack
+    client = FaultyAPI(Signer("us-east-1", session=local_session()), database.endpoint)
+    direct = dynamodb_client(ProxyConfig(dynamodb_endpoint=database.endpoint), local_session())
+    consumer = StreamConsumer(
+        client, table, Changelog(client, f"{table}_changes"), poll_interval=0.01
     )
+    await consumer.start()
+    try:
+        entries = await wait_until(
+            lambda: (
+                len(changelog(direct, table, "u#ttl")) >= 2 and changelog(direct, table, "u#ttl")
+            ),
+            limit=25,
+        )
+    finally:
+        await consumer.abort()
+        await client.aclose()
+        direct.close()
     put, deleted = entries
     assert (put["op"], deleted["op"]) == (S("put"), S("delete"))
     assert deleted["key"] == S("todos#gone")
