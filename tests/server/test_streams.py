@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,28 @@ async def start_consumer(api: FaultyAPI) -> AsyncIterator[StartConsumer]:
 
 
 @pytest.fixture(scope="module")
-def ttl_stack() -> Iterator[tuple[DynamoDBLocal, str]]:
+def ttl_stack() -> Iterator[Future[tuple[DynamoDBLocal, str]]]:
     """Its own DynamoDB Local with one table holding an already expired item.
 
     DynamoDB Local's TTL sweep runs about every 10 s, and with many tables it can
-    skip a table for minutes, so the TTL test gets a fresh instance, started first
-    so that the sweep runs while the other tests of this module do.
+    skip a table for minutes, so the TTL test gets a fresh instance. It starts in
+    a background thread when the module starts, so that Java's start and the
+    sweep overlap with the other tests of this module.
     """
-    with DynamoDBLocal() as database:
+    database = DynamoDBLocal()
+
+    def start() -> tuple[DynamoDBLocal, str]:
+        database.start()
         client = dynamodb_client(ProxyConfig(dynamodb_endpoint=database.endpoint), local_session())
         create_tables(client, "ttl")
         key = {"pk": S("u#ttl"), "sk": S("todos#gone")}
         client.put_item(TableName="ttl", Item={**key, "_v": N(4), "_ttl": N(int(time.time()) - 60)})
         client.close()
-        yield database, "ttl"
+        return database, "ttl"
+
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(start)
+    database.stop()
 
 
 def _names(**names: str) -> dict[str, str]:
@@ -399,9 +408,11 @@ async def test_parents_before_children_and_closed_shards(
         await fake.aclose()
 
 
-async def test_ttl_deletes_reach_the_changelog(ttl_stack: tuple[DynamoDBLocal, str]) -> None:
+async def test_ttl_deletes_reach_the_changelog(
+    ttl_stack: Future[tuple[DynamoDBLocal, str]],
+) -> None:
     """Last but one in this module: the TTL sweep had the other tests' time to run."""
-    database, table = ttl_stack
+    database, table = await asyncio.wrap_future(ttl_stack)
     client = FaultyAPI(Signer("us-east-1", session=local_session()), database.endpoint)
     direct = dynamodb_client(ProxyConfig(dynamodb_endpoint=database.endpoint), local_session())
     consumer = StreamConsumer(

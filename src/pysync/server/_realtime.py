@@ -372,7 +372,11 @@ class ChangesEndpoint:
                 if remaining <= 0:
                     yield "event: expired\ndata: {}\n\n"
                     return
-                batch = await subscription.next(min(self.heartbeat, remaining))
+                try:
+                    batch = await subscription.next(min(self.heartbeat, remaining))
+                except DynamoDBError as error:  # the client reconnects and pulls
+                    logger.warning("change stream of %s ended: %s", scope, error)
+                    return
                 if batch is None:
                     return
                 if not batch:

@@ -307,7 +307,11 @@ class StreamConsumer:
                 failures += 1
                 self.stats.errors += 1
                 log = logger.warning if error.retryable else logger.error
-                log("stream consumer for %s: %s", self.table, error)
+                hint = ""
+                if error.error_type == "ResourceNotFoundException":
+                    hint = f" (do {self.table}, its stream and {self.leases.table} exist? "
+                    hint += "create_tables creates them)"
+                log("stream consumer for %s: %s%s", self.table, error, hint)
                 await backoff(failures, base=0.1, cap=10.0)
                 continue
             except Exception:
@@ -323,14 +327,20 @@ class StreamConsumer:
     async def stop(self) -> None:
         """Stop reading and release this worker's leases, so another replica takes over at once."""
         self._stopping = True
-        owned = list(self._readers)
+        owned = set(self._readers)
         await self._cancel_all()
-        if self.stream_arn is not None:
-            for shard in owned:
-                try:
-                    await self.leases.release(self.stream_arn, shard)
-                except DynamoDBError as error:
-                    logger.warning("could not release lease of %s: %s", shard, error)
+        if self.stream_arn is None:
+            return
+        try:  # also a lease taken just before the stop, without a reader yet
+            leases = await self.leases.list(self.stream_arn)
+            owned |= {s for s, lease in leases.items() if lease.owner == self.worker_id}
+        except DynamoDBError as error:
+            logger.warning("could not list leases to release them: %s", error)
+        for shard in sorted(owned):
+            try:
+                await self.leases.release(self.stream_arn, shard)
+            except DynamoDBError as error:
+                logger.warning("could not release lease of %s: %s", shard, error)
 
     async def abort(self) -> None:
         """Stop at once without releasing leases or checkpointing, like a crashed process."""
@@ -405,14 +415,17 @@ class StreamConsumer:
         # Keep or drop what this worker reads.
         for shard, task in list(self._readers.items()):
             lease = leases.get(shard)
-            if task.done():
-                self._readers.pop(shard)
+            if task.done() or (lease is not None and lease.finished):
+                self._readers.pop(shard)  # its reader is ending (or has ended) by itself
                 continue
             if (
                 lease is None
                 or lease.owner != self.worker_id
                 or not await self.leases.renew(arn, shard)
             ):
+                if task.done():
+                    self._readers.pop(shard, None)
+                    continue
                 logger.warning("lost the lease of %s to %s", shard, lease and lease.owner)
                 self.stats.leases_lost += 1
                 task.cancel()
@@ -544,6 +557,7 @@ class StreamConsumer:
                     self.stats.leases_lost += 1
                     return
                 self.stats.checkpoints += 1
+                self._retry_at.pop(shard, None)
             next_iterator = reply.get("NextShardIterator")
             if not next_iterator:
                 await self._finish(arn, shard)
