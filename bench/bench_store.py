@@ -448,6 +448,7 @@ def _rows(
             # Noise only adds time: the fastest runs are the least disturbed.
             row[f"{prefix}ratio_min"] = round(stats[variant]["min"] / stats["js_strict"]["min"], 3)
         if operation == "bulk write":
+            row["js_put_loop_ms"] = _stats([s["put_loop_ms"] for s in samples["js_strict"]])
             row["js_default_durability_ms"] = stats["js_default"]
             if n == goal_size:
                 row["goal"] = f"ratio <= {GOAL_WRITE_RATIO}"

@@ -214,12 +214,20 @@ def _store(result: dict[str, Any]) -> list[str]:
         rows = []
         for phase in phases:
             w, r = phase["write_ms"], phase["read_ms"]
+            js_row = next(
+                (
+                    row
+                    for row in result["rows"]
+                    if row["operation"] == "bulk write" and row["n"] == phase["n"]
+                ),
+                {},
+            )
+            js_loop = js_row.get("js_put_loop_ms")
             rows.append(
                 [f"{phase['n']:,}"]
-                + [
-                    f"{w[k]:.1f}"
-                    for k in ("validate_encode", "to_js", "js_put_loop", "commit_wait", "total")
-                ]
+                + [f"{w[k]:.1f}" for k in ("validate_encode", "to_js", "js_put_loop")]
+                + [f"{js_loop['median']:.1f}" if js_loop else "-"]
+                + [f"{w[k]:.1f}" for k in ("commit_wait", "total")]
                 + [f"{r[k]:.1f}" for k in ("get_all", "to_py", "decode", "total")]
             )
         out += _table(
@@ -228,6 +236,7 @@ def _store(result: dict[str, Any]) -> list[str]:
                 "write: check key + encode",
                 "to_js",
                 "JS put loop",
+                "(plain JS put loop)",
                 "commit",
                 "total",
                 "read: getAll",
