@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,10 +21,12 @@ import httpx
 import pytest
 
 from pysync.server import DynamoDBLocal, create_app, create_tables, local_session
+from pysync.server._devstack import free_port
 
 from .conftest import (
     JSON_TYPE,
     ORIGIN,
+    SECRET,
     N,
     S,
     ServerThread,
@@ -30,8 +36,10 @@ from .conftest import (
     proxy_config,
     wait_until,
 )
+from .hostile_corpus import AUDIENCE, ISSUER
 
 HEARTBEAT = 0.3
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -282,6 +290,50 @@ async def test_putitem_to_sse_latency(stack: Stack, ddb: Any) -> None:
     p95 = latencies[int(len(latencies) * 0.95) - 1]
     print(f"\nPutItem -> SSE event: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {latencies[-1]:.1f} ms")
     assert p50 < 150
+
+
+async def test_pysync_serve_ends_open_streams_on_sigterm(stack: Stack, ddb: Any) -> None:
+    """uvicorn waits for open responses before it stops: `pysync serve` ends SSE streams."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "PYSYNC_JWT_SECRET": SECRET,
+        "PYSYNC_JWT_AUDIENCE": AUDIENCE,
+        "PYSYNC_JWT_ISSUER": ISSUER,
+        "PYSYNC_ALLOWED_ORIGINS": ORIGIN,
+        "PYSYNC_TABLE": stack.table,
+        "PYSYNC_DYNAMODB_ENDPOINT": ddb.meta.endpoint_url,
+    }
+    command = [sys.executable, "-m", "pysync.cli", "serve", "--port", str(port), "--no-consumer"]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        async def healthy() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=1) as client:
+                    return (await client.get(base + "/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(healthy, limit=30, interval=0.05)
+        scope = new_scope()
+        async with subscribe(base, scope, token(scope)) as (events, _):
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert await events.next(limit=5) is None  # ended by the server
+        # uvicorn re-raises the signal once it has stopped; its 5 s graceful timeout
+        # (the fallback) was not needed.
+        assert await asyncio.wait_for(process.wait(), 10) == -signal.SIGTERM
+        assert time.monotonic() - started < 4
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_close_streams_ends_every_subscription(stack: Stack, ddb: Any) -> None:
