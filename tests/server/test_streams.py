@@ -258,7 +258,7 @@ async def test_two_consumers_share_by_lease_and_hand_over(
     started = time.monotonic()
     await wait_until(lambda: third.owned, limit=LEASE * 6)
     waited = time.monotonic() - started
-    assert waited >= LEASE * 0.8
+    assert waited >= LEASE * 0.5  # the last heartbeat came at most LEASE / 3 before the crash
     await asyncio.to_thread(put, 40, 50)
     await wait_until(lambda: len(changelog(ddb, table, "s#x")) >= 50)
     await asyncio.sleep(0.1)
