@@ -629,17 +629,30 @@ class _Write:
 # -- faults ---------------------------------------------------------------------------
 
 
+Match = Callable[[str, dict[str, Any]], bool]
+
+
 @dataclass
 class _Rule:
     kind: Literal["fail", "lose", "hook"]
     remaining: int
     operations: frozenset[str] | None
+    when: Match | None
     error: RemoteError | None = None
     hook: Hook | None = None
 
+    def matches(self, operation: str, payload: dict[str, Any]) -> bool:
+        if self.operations is not None and operation not in self.operations:
+            return False
+        return self.when is None or self.when(operation, payload)
+
 
 class _Faults:
-    """Fault injection and a log of calls, shared by the database and its connections."""
+    """Fault injection and a log of calls, shared by the database and its connections.
+
+    Each fault applies to the next calls that match it: of ``operations`` (all
+    by default) and for which ``when(operation, payload)`` is true (if given).
+    """
 
     def __init__(self) -> None:
         self._rules: list[_Rule] = []
@@ -652,29 +665,34 @@ class _Faults:
         error: RemoteError | None = None,
         *,
         operations: Iterable[str] | None = None,
+        when: Match | None = None,
     ) -> None:
-        """Refuse the next ``n`` calls (of ``operations``) before applying them.
+        """Refuse the next ``n`` matching calls before applying them.
 
         ``error`` defaults to a 500 ``InternalServerError``.
         """
         error = error or _error("InternalServerError", "injected failure", 500)
-        self._rules.append(_Rule("fail", n, _operations(operations), error=error))
+        self._rules.append(_Rule("fail", n, _operations(operations), when, error=error))
 
-    def lose_replies(self, n: int = 1, *, operations: Iterable[str] | None = None) -> None:
-        """Apply the next ``n`` calls (of ``operations``), then raise a network error."""
-        self._rules.append(_Rule("lose", n, _operations(operations)))
+    def lose_replies(
+        self, n: int = 1, *, operations: Iterable[str] | None = None, when: Match | None = None
+    ) -> None:
+        """Apply the next ``n`` matching calls, then raise a network error instead of replying."""
+        self._rules.append(_Rule("lose", n, _operations(operations), when))
 
-    def before_next(self, hook: Hook, *, operations: Iterable[str] | None = None) -> None:
-        """Await ``hook(operation, payload)`` just before the next call (of ``operations``)."""
-        self._rules.append(_Rule("hook", 1, _operations(operations), hook=hook))
+    def before_next(
+        self, hook: Hook, *, operations: Iterable[str] | None = None, when: Match | None = None
+    ) -> None:
+        """Await ``hook(operation, payload)`` just before the next matching call is applied."""
+        self._rules.append(_Rule("hook", 1, _operations(operations), when, hook=hook))
 
     def clear_faults(self) -> None:
         """Forget every injected fault and hook not yet used."""
         self._rules.clear()
 
-    def _take(self, kind: str, operation: str) -> _Rule | None:
+    def _take(self, kind: str, operation: str, payload: dict[str, Any]) -> _Rule | None:
         for rule in self._rules:
-            if rule.kind == kind and (rule.operations is None or operation in rule.operations):
+            if rule.kind == kind and rule.matches(operation, payload):
                 rule.remaining -= 1
                 if rule.remaining <= 0:
                     self._rules.remove(rule)
@@ -685,20 +703,20 @@ class _Faults:
         """Answer one DynamoDB JSON-protocol call (see the module documentation)."""
         payload = _copy(payload)
         self.calls.append((operation, _copy(payload)))
-        hook = self._take("hook", operation)
+        hook = self._take("hook", operation, payload)
         if hook is not None and hook.hook is not None:
             await hook.hook(operation, _copy(payload))
-        failure = self._take("fail", operation)
+        failure = self._take("fail", operation, payload)
         if failure is not None and failure.error is not None:
             error = failure.error
             raise RemoteError(error.code, error.message, error.status, _copy(error.body))
         try:
             result = await self._inner(operation, payload)
         except RemoteError:
-            if self._take("lose", operation) is not None:
+            if self._take("lose", operation, payload) is not None:
                 raise _lost() from None
             raise
-        if self._take("lose", operation) is not None:
+        if self._take("lose", operation, payload) is not None:
             raise _lost()
         return result
 
