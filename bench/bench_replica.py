@@ -1,0 +1,603 @@
+"""Replica writes and queries: pysync's data API vs plain JavaScript IndexedDB.
+
+Run: ``.venv/bin/python bench/bench_replica.py [--rounds 8] [--puts 60] [--no-proposed]``
+
+Everything runs in ONE Chromium page (bench/pages/replica.html) with Pyodide and the
+pysync wheel of build/pyodide/; times are taken inside the page with
+``performance.now()``. pysync works on a replica opened with ``pysync.connect`` (schema:
+a collection "items" with an index "by_n" on the field "n"); the JS baseline on a
+database with a store "items" (keyPath "id") and an index "by_n" on "n". Documents:
+``{"id": "r000123", "title": "Item 123 title text", "n": 123, "done": False,
+"tags": ["a", "b"], "score": 1.5}``, built before timing.
+
+- single put: ``await db["items"].put(doc)`` of a new document (one transaction over
+  the collection, the outbox and the clock) vs one JS ``put()`` transaction awaited
+  until ``complete``; per round a fresh database per variant and ``--puts`` documents,
+  the variants taking turns put by put (rotating order); latencies of every put
+  pooled over the rounds, p50 and p99; and, for reference, JS
+  making the IndexedDB requests of a pysync put (read the clock, the record and its
+  outbox entries; put the entry, the record and the clock; count the outbox twice);
+- bulk: 10,000 puts in one ``async with db.transaction() as tx`` (documents AND their
+  outbox entries) vs JS writing the 10,000 records in one transaction; and, for
+  reference, JS writing what pysync's transaction writes (the records with their
+  index field, 10,000 outbox entries of pysync's shape, the clock; after the same
+  reads: a get per record and an outbox index lookup per record);
+- range query: ``await coll.query(index="by_n", range=KeyRange.bound(a, b))`` returning
+  1,000 of the 10,000 records written by the last bulk round vs JS
+  ``index("by_n").getAll(IDBKeyRange.bound(a, b))`` resolved at ``complete``.
+
+pysync and JS use durability "strict" (pysync sets it on every transaction); JS with
+the browser's default durability is shown for reference. Variants alternate within
+every round, the order flipping each round; GC (Python and JS) before timed regions.
+A phase breakdown of pysync's bulk transaction is measured in a separate run. The
+proposed src patch (PROPOSED_PATCH, monkeypatched in the page) is
+measured as an extra variant (``--no-proposed`` skips it). Results go to
+bench/results/replica.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _browser import ROOT, bench_page
+
+RESULTS = ROOT / "bench" / "results" / "replica.json"
+GOAL_PUT_P50_MS = 3.0
+GOAL_BULK_RATIO = 2.0
+BULK_N = 10_000
+QUERY_HITS = 1_000
+
+# Defined once in the page's Python; each coroutine returns a JSON string.
+PAGE_CODE = r"""
+import gc
+import json
+
+import js
+import pysync
+from pysync import AppSchema, CollectionSpec, Index, KeyRange, delete_indexeddb
+from pysync import _replica
+
+SCHEMA = AppSchema(version=1, collections={"items": CollectionSpec(indexes=(Index("by_n", "n"),))})
+USER = "bench"
+
+
+def make_docs(n, start=0):
+    return [
+        {
+            "id": f"r{i:06d}",
+            "title": f"Item {i} title text",
+            "n": i,
+            "done": False,
+            "tags": ["a", "b"],
+            "score": 1.5,
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def collect():
+    gc.collect()
+    js.gc()
+
+
+replicas = {}
+
+
+async def open_replica(app):
+    await delete_indexeddb(f"pysync:{app}:{USER}")
+    db = await pysync.connect(app, user=USER, schema=SCHEMA)
+    replicas[app] = db
+    return db
+
+
+async def drop(app):
+    db = replicas.pop(app)
+    db.close()
+    await delete_indexeddb(db.name)
+
+
+# Single puts of new documents, the variants taking turns put by put: every variant
+# has its own fresh database; the order of the variants rotates with every document,
+# so that drifting machine load hits them alike. Returns the latencies (ms) per
+# variant. patch(on) switches the proposed patch.
+async def single_puts(start, count, variants, patch):
+    base = js.replicaBaseline
+    colls = {}
+    for variant in variants:
+        if variant.startswith("pysync"):
+            colls[variant] = (await open_replica(f"bench-{variant}"))["items"]
+        elif variant == "js_pysync_requests":
+            await base.openPysyncShape(f"bench-{variant}")
+        else:
+            await base.open(f"bench-{variant}")
+    docs = make_docs(count, start)
+    latencies = {variant: [] for variant in variants}
+    collect()
+    for i, doc in enumerate(docs):
+        shift = i % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            name = f"bench-{variant}"
+            if variant.startswith("pysync"):
+                patch(variant == "pysync_proposed")
+                try:
+                    t0 = js.performance.now()
+                    await colls[variant].put(doc)
+                    ms = js.performance.now() - t0
+                finally:
+                    patch(False)
+            elif variant == "js_pysync_requests":
+                ms = await base.putOnePysyncShape(name, start + i)
+            else:
+                ms = await base.putOne(name, start + i, variant.removeprefix("js_"))
+            latencies[variant].append(ms)
+    for variant in variants:
+        if variant.startswith("pysync"):
+            assert replicas[f"bench-{variant}"].status.pending == count, "outbox differs"
+            await drop(f"bench-{variant}")
+        else:
+            await base.drop(f"bench-{variant}")
+    return json.dumps(latencies)
+
+
+async def bulk(app, n, keep):
+    db = await open_replica(app)
+    docs = make_docs(n)
+    collect()
+    t0 = js.performance.now()
+    async with db.transaction() as tx:
+        for doc in docs:
+            tx.put("items", doc)
+    ms = js.performance.now() - t0
+    assert db.status.pending == n, "outbox differs"
+    if not keep:
+        await drop(app)
+    return json.dumps(ms)
+
+
+async def range_query(app, low, high):
+    coll = replicas[app]["items"]
+    collect()
+    t0 = js.performance.now()
+    docs = await coll.query(index="by_n", range=KeyRange.bound(low, high))
+    ms = js.performance.now() - t0
+    assert docs[0]["n"] == low and docs[0] == make_docs(1, low)[0], "query returned other rows"
+    return json.dumps([ms, len(docs)])
+
+
+# -- where the bulk transaction's time goes -------------------------------------------
+marks = {}
+
+
+def _timed_applier():
+    body, apply = _replica._Applier.body, _replica._Applier.apply
+
+    def timed_body(self, tx):
+        marks["reads_issued_from"] = js.performance.now()
+        body(self, tx)
+        marks["reads_issued"] = js.performance.now()
+
+    def timed_apply(self, *args):
+        marks["reads_done"] = js.performance.now()
+        apply(self, *args)
+        marks["writes_issued"] = js.performance.now()
+
+    return timed_body, timed_apply
+
+
+async def bulk_phases(app, n):
+    db = await open_replica(app)
+    docs = make_docs(n)
+    original = _replica._Applier.body, _replica._Applier.apply
+    _replica._Applier.body, _replica._Applier.apply = _timed_applier()
+    collect()
+    try:
+        t0 = js.performance.now()
+        async with db.transaction() as tx:
+            for doc in docs:
+                tx.put("items", doc)
+            marks["validated"] = js.performance.now()
+        t1 = js.performance.now()
+    finally:
+        _replica._Applier.body, _replica._Applier.apply = original
+    await drop(app)
+    return json.dumps(
+        {
+            "validate (tx.put calls)": marks["validated"] - t0,
+            "begin": marks["reads_issued_from"] - marks["validated"],
+            "issue reads (get + outbox lookup per record)": (
+                marks["reads_issued"] - marks["reads_issued_from"]
+            ),
+            "wait for reads": marks["reads_done"] - marks["reads_issued"],
+            "compute + issue writes (2 puts per record)": (
+                marks["writes_issued"] - marks["reads_done"]
+            ),
+            "commit and after": t1 - marks["writes_issued"],
+            "total": t1 - t0,
+        }
+    )
+"""
+
+# The proposed src patch (_replica.py), monkeypatched into the page for --proposed:
+# the writes of a local transaction are buffered and issued per store as one
+# put_many / delete_many (consecutive ones coalesced, so the order of the writes to
+# each store is kept) instead of one put / delete request from Python per write.
+PROPOSED_PATCH = r'''
+from pysync import _hlc
+from pysync._documents import public
+from pysync._outbox import OUTBOX
+from pysync._schema import META
+from pysync import _replica
+
+
+class _Writes:
+    """The writes of one transaction, issued per store in as few calls as possible."""
+
+    def __init__(self, tx):
+        self._tx = tx
+        self._runs = {}
+
+    def put(self, store, record):
+        self._add(store, "put", record)
+
+    def delete(self, store, key):
+        self._add(store, "delete", key)
+
+    def _add(self, store, kind, item):
+        runs = self._runs.setdefault(store, [])
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(item)
+        else:
+            runs.append((kind, [item]))
+
+    def flush(self):
+        for store, runs in self._runs.items():
+            for kind, items in runs:
+                if kind == "put":
+                    self._tx.put_many(store, items)
+                else:
+                    self._tx.delete_many(store, items)
+        self._runs = {}
+
+
+def apply(self, tx, clock, records, entries):
+    writes = _Writes(tx)
+    clock = clock or {"key": "clock", "hlc": str(_hlc.ZERO), "n": 0}
+    stamp = max(_hlc.Timestamp.parse(clock["hlc"]), self.clock)
+    counter = int(clock["n"])
+    now = self.replica.platform.now_ms()
+    for write in self.writes:
+        target = (write.collection, write.key)
+        current = records[target]
+        pending = entries[target]
+        stamp = _hlc.tick(stamp, now, self.replica.client_id)
+        new = self._new_record(write, current)
+        if write.edit.op == "delete" and current is None:
+            self.results.append(None)
+            continue
+        entry = self._entry(write, current, pending, str(stamp))
+        if entry is None:
+            writes.delete(OUTBOX, pending[-1]["n"])
+            pending.pop()
+        elif pending and entry["n"] == pending[-1]["n"]:
+            writes.put(OUTBOX, entry)
+            pending[-1] = entry
+        else:
+            counter += 1
+            entry["n"] = counter
+            writes.put(OUTBOX, entry)
+            pending.append(entry)
+        if new is None:
+            writes.delete(write.collection, write.key)
+        else:
+            writes.put(write.collection, new)
+        records[target] = new
+        self.results.append(None if new is None else public(new))
+    self.clock = stamp
+    writes.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
+    writes.flush()
+    self.counts = _replica._count_outbox(tx)
+
+
+_ORIGINAL = _replica._Applier.apply
+
+
+def apply_patch(on):
+    _replica._Applier.apply = apply if on else _ORIGINAL
+'''
+
+PROPOSED_SETUP = (
+    "import types\nproposed = types.ModuleType('proposed')\n"
+    f"exec({PROPOSED_PATCH!r}, proposed.__dict__)"
+)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _quantile(values: list[float], q: int) -> float:
+    return statistics.quantiles(sorted(values), n=100, method="inclusive")[q - 1]
+
+
+def _latency(values: list[float]) -> dict[str, Any]:
+    return {
+        "p50": round(statistics.median(values), 2),
+        "p99": round(_quantile(values, 99), 2),
+        "p25": round(_quantile(values, 25), 2),
+        "p75": round(_quantile(values, 75), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "samples": len(values),
+    }
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
+    return {
+        "median": round(statistics.median(ordered), 2),
+        "p25": round(q[0], 2),
+        "p75": round(q[2], 2),
+        "min": round(ordered[0], 2),
+        "max": round(ordered[-1], 2),
+        "runs": [round(v, 2) for v in values],
+    }
+
+
+def _patched(code: str) -> str:
+    return (
+        "proposed.apply_patch(True)\n"
+        f"try:\n    result = {code}\nfinally:\n    proposed.apply_patch(False)\nresult"
+    )
+
+
+def _order(variants: list[str], round_: int) -> list[str]:
+    return variants if round_ % 2 == 0 else list(reversed(variants))
+
+
+def single_put_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Latencies of single puts, pooled over the measured rounds."""
+    variants = ["pysync", "js_strict", "js_default", "js_pysync_requests"]
+    variants += ["pysync_proposed"] * args.proposed
+    patch = "proposed.apply_patch" if args.proposed else "(lambda on: None)"
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for round_ in range(1 + args.rounds):  # round 0 warms up
+        latencies = page.run_python_json(
+            f"await single_puts({round_ * args.puts}, {args.puts}, {variants!r}, {patch})"
+        )
+        if round_ == 0:
+            continue
+        for variant in variants:
+            samples[variant] += latencies[variant]
+        _log(
+            f"single put round {round_}/{args.rounds}: "
+            + ", ".join(f"{v} p50 {statistics.median(samples[v]):.2f} ms" for v in variants)
+        )
+    return samples
+
+
+def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Times of the bulk transaction; the last round's databases stay open for queries."""
+    variants = ["pysync", "js_strict", "js_default", "js_pysync_writes"]
+    variants += ["pysync_proposed"] * args.proposed
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    total = 1 + args.bulk_rounds
+    for round_ in range(total):  # round 0 warms up with 1,000 records
+        n = 1_000 if round_ == 0 else BULK_N
+        keep = round_ == total - 1
+        for variant in _order(variants, round_):
+            if variant.startswith("pysync"):
+                code = f"await bulk('bench-bulk-{variant}', {n}, {keep})"
+                if variant == "pysync_proposed":
+                    code = _patched(code)
+                ms = page.run_python_json(code)
+            elif variant == "js_pysync_writes":
+                ms = page.run_js("(n) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n)", n)
+            else:
+                durability = variant.removeprefix("js_")
+                name = f"bench-bulk-js-{durability}"
+                ms = page.run_js(
+                    "([name, n, d]) => replicaBaseline.bulk(name, n, d)", [name, n, durability]
+                )
+                if not keep or durability != "strict":
+                    page.run_js("(name) => replicaBaseline.drop(name)", name)
+            if round_ > 0:
+                samples[variant].append(ms)
+        if round_ > 0:
+            _log(
+                f"bulk round {round_}/{args.bulk_rounds}: "
+                + ", ".join(f"{v} {samples[v][-1]:.0f} ms" for v in variants)
+            )
+    for variant in variants:
+        if variant.startswith("pysync") and variant != "pysync":
+            page.run_python(f"await drop('bench-bulk-{variant}')")
+    return samples
+
+
+def query_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Range queries of QUERY_HITS records over the last bulk round's databases."""
+    samples: dict[str, list[float]] = {"pysync": [], "js": []}
+    step = (BULK_N - QUERY_HITS) // max(1, args.queries)
+    for round_ in range(1 + args.queries):  # round 0 warms up
+        low = (round_ * step) % (BULK_N - QUERY_HITS)
+        high = low + QUERY_HITS - 1
+        for variant in _order(["pysync", "js"], round_):
+            if variant == "pysync":
+                ms, hits = page.run_python_json(
+                    f"await range_query('bench-bulk-pysync', {low}, {high})"
+                )
+            else:
+                ms, hits = page.run_js(
+                    "([a, b]) => replicaBaseline.rangeQuery('bench-bulk-js-strict', a, b)",
+                    [low, high],
+                )
+            if hits != QUERY_HITS:
+                raise RuntimeError(f"{variant} range query returned {hits} records")
+            if round_ > 0:
+                samples[variant].append(ms)
+    _log(
+        f"range query: pysync {statistics.median(samples['pysync']):.1f} ms, "
+        f"JS {statistics.median(samples['js']):.1f} ms"
+    )
+    page.run_python("await drop('bench-bulk-pysync')")
+    page.run_js("() => replicaBaseline.drop('bench-bulk-js-strict')")
+    return samples
+
+
+def _paired(a: list[float], b: list[float]) -> float:
+    return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
+
+
+def rows(
+    puts: dict[str, list[float]], bulk: dict[str, list[float]], query: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    """One flat row per operation (the generic report table shows its scalar fields)
+    plus the full statistics of every variant in ``variants``."""
+    put = {v: _latency(s) for v, s in puts.items()}
+    stats = {v: _stats(s) for v, s in bulk.items()}
+    q = {v: _stats(s) for v, s in query.items()}
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 2)
+
+    put_ms = put["pysync"]["p50"]
+    bulk_ms = stats["pysync"]["median"]
+    put_proposed = put.get("pysync_proposed", {}).get("p50")
+    bulk_proposed = stats.get("pysync_proposed", {}).get("median")
+    return [
+        {
+            "operation": "single put, latency p50 (p99)",
+            "n": put["pysync"]["samples"],
+            "pysync_ms": put_ms,
+            "pysync_p99_ms": put["pysync"]["p99"],
+            "js_ms": put["js_strict"]["p50"],
+            "js_p99_ms": put["js_strict"]["p99"],
+            "ratio": ratio(put_ms, put["js_strict"]["p50"]),
+            "goal": f"pysync p50 < {GOAL_PUT_P50_MS:g} ms",
+            "goal_met": put_ms < GOAL_PUT_P50_MS,
+            # Plain JS making the IndexedDB requests of a pysync put: its floor.
+            "js_floor_ms": put["js_pysync_requests"]["p50"],
+            "js_floor_ratio": ratio(put["js_pysync_requests"]["p50"], put["js_strict"]["p50"]),
+            "proposed_ms": put_proposed if put_proposed is not None else "-",
+            "proposed_ratio": ratio(put_proposed, put["js_strict"]["p50"])
+            if put_proposed is not None
+            else "-",
+            "variants": put,
+        },
+        {
+            "operation": f"{BULK_N:,} puts in one transaction (pysync with outbox)",
+            "n": BULK_N,
+            "pysync_ms": bulk_ms,
+            "pysync_p99_ms": "-",
+            "js_ms": stats["js_strict"]["median"],
+            "js_p99_ms": "-",
+            "ratio": ratio(bulk_ms, stats["js_strict"]["median"]),
+            "goal": f"ratio <= {GOAL_BULK_RATIO:g}",
+            "goal_met": bulk_ms / stats["js_strict"]["median"] <= GOAL_BULK_RATIO,
+            # Plain JS doing what pysync's transaction asks of IndexedDB: its floor.
+            "js_floor_ms": stats["js_pysync_writes"]["median"],
+            "js_floor_ratio": ratio(
+                stats["js_pysync_writes"]["median"], stats["js_strict"]["median"]
+            ),
+            "proposed_ms": bulk_proposed if bulk_proposed is not None else "-",
+            "proposed_ratio": ratio(bulk_proposed, stats["js_strict"]["median"])
+            if bulk_proposed is not None
+            else "-",
+            "ratio_paired": _paired(bulk["pysync"], bulk["js_strict"]),
+            "variants": stats,
+        },
+        {
+            "operation": f"index range query, {QUERY_HITS:,} of {BULK_N:,} records",
+            "n": len(query["pysync"]),
+            "pysync_ms": q["pysync"]["median"],
+            "pysync_p99_ms": "-",
+            "js_ms": q["js"]["median"],
+            "js_p99_ms": "-",
+            "ratio": ratio(q["pysync"]["median"], q["js"]["median"]),
+            "goal": "-",
+            "goal_met": "-",
+            "js_floor_ms": "-",
+            "js_floor_ratio": "-",
+            "proposed_ms": "-",
+            "proposed_ratio": "-",
+            "ratio_paired": _paired(query["pysync"], query["js"]),
+            "variants": q,
+        },
+    ]
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/replica.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="measured rounds of single puts")
+    parser.add_argument("--puts", type=int, default=60, help="single puts per variant and round")
+    parser.add_argument("--bulk-rounds", type=int, default=3, help="measured bulk rounds")
+    parser.add_argument("--queries", type=int, default=15, help="measured range queries")
+    parser.add_argument("--phase-runs", type=int, default=1, help="runs of the bulk breakdown")
+    parser.add_argument(
+        "--no-proposed",
+        dest="proposed",
+        action="store_false",
+        help="skip the extra variant with the proposed src patch (monkeypatched in the page)",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    with bench_page("replica.html") as page:
+        machine = page.machine()
+        machine["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+        page.run_python(PAGE_CODE)
+        if args.proposed:
+            page.run_python(PROPOSED_SETUP)
+        puts = single_put_phase(page, args)
+        bulk = bulk_phase(page, args)
+        query = query_phase(page, args)
+        phases = [
+            page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N})")
+            for _ in range(args.phase_runs)
+        ]
+        _log(f"bulk phases: {phases}")
+        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+
+    result = {
+        "benchmark": "replica",
+        "title": "Replica: pysync data API vs plain JavaScript IndexedDB",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "setup": (
+            f"single put: 1 warm-up + {args.rounds} rounds x {args.puts} puts per variant on "
+            f"a fresh database; bulk: 1 warm-up (1,000) + {args.bulk_rounds} rounds of "
+            f"{BULK_N:,}; range query: 1 warm-up + {args.queries} queries over the last "
+            "bulk round's data; variants interleaved, order flipped every round"
+        ),
+        "document": {
+            "id": "r000123",
+            "title": "Item 123 title text",
+            "n": 123,
+            "done": False,
+            "tags": ["a", "b"],
+            "score": 1.5,
+        },
+        "rows": rows(puts, bulk, query),
+        "bulk_phases_ms": [{k: round(v, 1) for k, v in p.items()} for p in phases],
+        "proposed_patch_measured": args.proposed,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    _log(f"wrote {args.output} in {result['elapsed_s']} s")
+
+
+if __name__ == "__main__":
+    main()
