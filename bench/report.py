@@ -252,7 +252,9 @@ def _store(result: dict[str, Any]) -> list[str]:
             "browser's work and cost pysync what they cost plain JS; pysync's own work "
             "is the key check, the codec walk and the conversion to JS objects on "
             "writes, `to_py` and the codec on reads. The commit is also where the "
-            "machine's noise lands (it runs in the browser's storage thread).",
+            "machine's noise lands (it runs in the browser's storage thread). How the "
+            "browser splits its time between the put loop and the commit varies (the "
+            "plain JS loop is shown for reference): compare totals.",
         ]
         out += _store_analysis(result)
     overhead = result.get("overhead") or []
