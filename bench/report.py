@@ -326,15 +326,43 @@ def _proxy(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _generic(name: str, result: dict[str, Any]) -> list[str]:
     out = [f"## {result.get('title') or result.get('benchmark') or name}", "", _machine(result), ""]
     rows = result.get("rows") or []
-    keys = [k for k in (rows[0] if rows else {}) if not isinstance(rows[0][k], (dict, list))]
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k, v in row.items() if k not in keys and not isinstance(v, (dict, list))]
     if keys:
-        out += _table(keys, [[str(row.get(k, "")) for k in keys] for row in rows])
+        out += _table(keys, [[_cell(row.get(k)) for k in keys] for row in rows])
     else:
         out.append("(no rows)")
     return out
+
+
+def _other_goals(name: str, result: dict[str, Any]) -> list[list[str]]:
+    """Goal rows of benchmarks without a renderer: rows that carry ``goal`` and ``goal_met``."""
+    goals = []
+    for row in result.get("rows") or []:
+        if not row.get("goal") or not isinstance(row.get("goal_met"), bool):
+            continue
+        what = row.get("operation") or row.get("measure") or ""
+        parts = [
+            f"{key} {_cell(row[key])}"
+            for key in ("pysync_ms", "pysync_items_per_s", "ratio")
+            if isinstance(row.get(key), (int, float))
+        ]
+        measured = ", ".join(parts) or "-"
+        status = "met" if row["goal_met"] else "**not met**"
+        goals.append([f"{name}: {what}: {row['goal']}", measured, status])
+    return goals
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"store": _store, "proxy": _proxy}
@@ -344,8 +372,17 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     """The Markdown page for these results (file stem -> parsed JSON)."""
     lines = [INTRO, "## Goals", ""]
     lines += _table(
-        ["goal (from the issues)", "measured", "status"],
-        [_store_goal(results.get("store")), _proxy_goal(results.get("proxy"))],
+        ["goal (from the issues and the benchmarks' results)", "measured", "status"],
+        [
+            _store_goal(results.get("store")),
+            _proxy_goal(results.get("proxy")),
+            *(
+                goal
+                for name, result in sorted(results.items())
+                if name not in RENDERERS
+                for goal in _other_goals(name, result)
+            ),
+        ],
     )
     for name in ("store", "proxy", *sorted(set(results) - {"store", "proxy"})):
         result = results.get(name)
