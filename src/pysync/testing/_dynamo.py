@@ -690,6 +690,10 @@ class _Faults:
         """Forget every injected fault and hook not yet used."""
         self._rules.clear()
 
+    def armed(self) -> list[tuple[str, int]]:
+        """The faults not used up yet: ``("fail" | "lose" | "hook", calls left)``, in order."""
+        return [(rule.kind, rule.remaining) for rule in self._rules]
+
     def _take(self, kind: str, operation: str, payload: dict[str, Any]) -> _Rule | None:
         for rule in self._rules:
             if rule.kind == kind and rule.matches(operation, payload):
