@@ -66,6 +66,7 @@ OPEN_BUGS = {
     "resolve_followers": True,  # test_bug2_a_conflict_merges_edits_made_while_in_flight
     "expired_token": True,  # test_bug3_a_landed_transaction_is_rejected_after_its_token
     "cancelled_create": True,  # test_bug4_a_cancelled_create_hides_the_server_record
+    # (bug 4b, test_bug4b_a_discard_restores_a_stale_base: programs never discard)
     "landed_then_overwritten": True,  # test_bug5_a_landed_write_overwritten_since_is_redone
     "ack_foreign_version": True,  # test_bug6_an_increment_ack_claims_unseen_changes
 }

@@ -29,13 +29,15 @@ item ``sk = 0`` with ``head``; entries ``sk = seq`` with ``key``, ``op``,
 ``item``, ``_v``, ``old_v``, ``ts``, ``sseq``), at once, or with
 ``lagging=True`` only when :meth:`MemoryDynamo.deliver` is called.
 
-Faults, per database or per :meth:`MemoryDynamo.connection`:
+Faults, per database or per :meth:`MemoryDynamo.connection`, each for the next
+calls that match it (by operation, or any ``when(operation, payload)``):
 :meth:`~_Faults.fail_next` (refuse calls before applying them),
 :meth:`~_Faults.lose_replies` (apply, then report a network error),
 :meth:`~_Faults.before_next` (run a coroutine just before a call is applied, to
-interleave other work). Changelog expiry: :meth:`MemoryDynamo.drop_changes` and
-TTL sweeps (:meth:`MemoryDynamo.expire`). Time is a number that moves only
-through :meth:`MemoryDynamo.advance`; nothing depends on the real clock.
+interleave other work); :meth:`~_Faults.armed` lists those not used up yet.
+Changelog expiry: :meth:`MemoryDynamo.drop_changes` and TTL sweeps
+(:meth:`MemoryDynamo.expire`). Time is a number that moves only through
+:meth:`MemoryDynamo.advance`; nothing depends on the real clock.
 """
 
 from __future__ import annotations
