@@ -50,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _browser import ROOT, bench_page
+from _stats import summarize
 
 RESULTS = ROOT / "bench" / "results" / "replica.json"
 GOAL_PUT_P50_MS = 3.0
@@ -341,19 +342,6 @@ def _latency(values: list[float]) -> dict[str, Any]:
     }
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    ordered = sorted(values)
-    q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
-    return {
-        "median": round(statistics.median(ordered), 2),
-        "p25": round(q[0], 2),
-        "p75": round(q[2], 2),
-        "min": round(ordered[0], 2),
-        "max": round(ordered[-1], 2),
-        "runs": [round(v, 2) for v in values],
-    }
-
-
 def _patched(code: str) -> str:
     return (
         "proposed.apply_patch(True)\n"
@@ -464,8 +452,8 @@ def rows(
     """One flat row per operation (the generic report table shows its scalar fields)
     plus the full statistics of every variant in ``variants``."""
     put = {v: _latency(s) for v, s in puts.items()}
-    stats = {v: _stats(s) for v, s in bulk.items()}
-    q = {v: _stats(s) for v, s in query.items()}
+    stats = {v: summarize(s) for v, s in bulk.items()}
+    q = {v: summarize(s) for v, s in query.items()}
 
     def ratio(a: float, b: float) -> float:
         return round(a / b, 2)

@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _browser import ROOT, bench_page
+from _stats import summarize
 
 RESULTS = ROOT / "bench" / "results" / "store.json"
 GOAL_WRITE_RATIO = 1.5
@@ -374,19 +375,6 @@ def _run_variant(page: Any, variant: str, db_name: str, n: int) -> dict[str, flo
     )
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    ordered = sorted(values)
-    q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
-    return {
-        "median": round(statistics.median(ordered), 2),
-        "p25": round(q[0], 2),
-        "p75": round(q[2], 2),
-        "min": round(ordered[0], 2),
-        "max": round(ordered[-1], 2),
-        "runs": [round(v, 2) for v in values],
-    }
-
-
 def _paired(samples: dict[str, list[dict[str, float]]], a: str, b: str, key: str) -> float:
     ratios = [x[key] / y[key] for x, y in zip(samples[a], samples[b], strict=True)]
     return round(statistics.median(ratios), 3)
@@ -434,7 +422,7 @@ def _rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for operation, key in (("bulk write", "write_ms"), ("read all", "read_ms")):
-        stats = {v: _stats([s[key] for s in runs]) for v, runs in samples.items()}
+        stats = {v: summarize([s[key] for s in runs]) for v, runs in samples.items()}
         row: dict[str, Any] = {"operation": operation, "n": n, "js_ms": stats["js_strict"]}
         for variant, prefix in (("pysync", ""), ("pysync_proposed", "proposed_")):
             if variant not in stats:
@@ -448,7 +436,7 @@ def _rows(
             # Noise only adds time: the fastest runs are the least disturbed.
             row[f"{prefix}ratio_min"] = round(stats[variant]["min"] / stats["js_strict"]["min"], 3)
         if operation == "bulk write":
-            row["js_put_loop_ms"] = _stats([s["put_loop_ms"] for s in samples["js_strict"]])
+            row["js_put_loop_ms"] = summarize([s["put_loop_ms"] for s in samples["js_strict"]])
             row["js_default_durability_ms"] = stats["js_default"]
             if n == goal_size:
                 row["goal"] = f"ratio <= {GOAL_WRITE_RATIO}"
