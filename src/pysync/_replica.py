@@ -61,18 +61,21 @@ async def connect(
         from ._browser import BrowserPlatform
 
         platform = BrowserPlatform()
-    name = f"pysync:{app}:{user}"
-    store = await platform.open_store(schema.store_schema(name))
+    store = await platform.open_store(schema.store_schema(_database_name(app, user)))
     try:
         client_id = await _client_id(store)
         await migrate(store, schema)
     except BaseException:
         store.close()
         raise
-    replica = Replica(name, schema, store, platform, client_id)
-    replica.app, replica.user = app, user
+    replica = Replica(app, user, schema, store, platform, client_id)
     await replica._start()
     return replica
+
+
+def _database_name(app: str, user: str) -> str:
+    """The IndexedDB database of one app and user."""
+    return f"pysync:{app}:{user}"
 
 
 async def _client_id(store: Database) -> str:
@@ -97,14 +100,21 @@ class Replica:
     """The local database of one app and user; open it with :func:`connect`."""
 
     def __init__(
-        self, name: str, schema: AppSchema, store: Database, platform: Platform, client_id: str
+        self,
+        app: str,
+        user: str,
+        schema: AppSchema,
+        store: Database,
+        platform: Platform,
+        client_id: str,
     ) -> None:
-        self.name = name
+        self.app = app
+        self.user = user
+        self.name = _database_name(app, user)
         self.schema = schema
         self.store = store
         self.platform = platform
         self.client_id = client_id
-        self.app = self.user = ""
         self._clock = _hlc.ZERO
         self._status = Status(online=platform.online())
         self._status_listeners: list[Callable[[Status], object]] = []

@@ -48,30 +48,29 @@
 
   // A failing request is not handled here: it aborts the transaction, whose
   // abort event reports the error.
-  getMany(store, keys, sink, txId, requestId) {
+  // One request per key (made by `request(key)`); reports the results, in key
+  // order, once the last one succeeded.
+  gather(source, keys, request, sink, txId, requestId) {
     const out = new Array(keys.length);
     let left = keys.length;
-    if (left === 0) return this.later(store, out, sink, txId, requestId);
+    if (left === 0) return this.later(source, out, sink, txId, requestId);
     keys.forEach((key, i) => {
-      const request = store.get(key);
-      request.onsuccess = () => {
-        out[i] = request.result === undefined ? null : request.result;
+      const r = request(key);
+      r.onsuccess = () => {
+        out[i] = r.result;
         if (--left === 0) sink(txId, requestId, out);
       };
     });
   },
 
+  // A missing record is undefined, which Python reads as None.
+  getMany(store, keys, sink, txId, requestId) {
+    this.gather(store, keys, (key) => store.get(key), sink, txId, requestId);
+  },
+
   lookup(source, keys, sink, txId, requestId) {
-    const out = new Array(keys.length);
-    let left = keys.length;
-    if (left === 0) return this.later(source, out, sink, txId, requestId);
-    keys.forEach((key, i) => {
-      const request = source.getAll(IDBKeyRange.only(key));
-      request.onsuccess = () => {
-        out[i] = request.result;
-        if (--left === 0) sink(txId, requestId, out);
-      };
-    });
+    const all = (key) => source.getAll(IDBKeyRange.only(key));
+    this.gather(source, keys, all, sink, txId, requestId);
   },
 
   count(source, range, sink, txId, requestId) {

@@ -173,10 +173,10 @@ class MemoryTransaction(Transaction):
         request: Request[list[list[Record]]] = Request()
 
         def run() -> None:
-            entries = list(self._entries(store, index))
-            request.resolve(
-                [[_read(r) for order, r in entries if order == order_of(key)] for key in keys]
-            )
+            by_key: dict[SortKey, list[Record]] = {}
+            for order, record in self._entries(store, index):
+                by_key.setdefault(order, []).append(record)
+            request.resolve([[_read(r) for r in by_key.get(order_of(k), [])] for k in keys])
 
         self._queue.append(run)
         return request

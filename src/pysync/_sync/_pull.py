@@ -42,6 +42,20 @@ class _Change:
     hlc: str = ""
 
 
+def _image_change(collection: str, key: Key, seq: int, image: dict[str, Any]) -> _Change:
+    """The change that makes a record equal to a DynamoDB item image (a tombstone deletes)."""
+    doc, system = document_of(image)
+    version = system.get("_v")
+    return _Change(
+        collection,
+        key,
+        seq,
+        doc,
+        None if version is None else int(version),
+        str(system.get("_hlc") or ""),
+    )
+
+
 @dataclass
 class PullReport:
     """What one pull did."""
@@ -116,16 +130,7 @@ class Puller:
         seq = int(item["sk"]["N"])
         collection, key = parse_sort_key(item["key"]["S"])
         if item.get("op", {}).get("S") == "put" and "item" in item:
-            doc, system = document_of(item["item"]["M"])
-            version = system.get("_v")
-            return _Change(
-                collection,
-                key,
-                seq,
-                doc,
-                None if version is None else int(version),
-                str(system.get("_hlc") or ""),
-            )
+            return _image_change(collection, key, seq, item["item"]["M"])
         return _Change(collection, key, seq, None, None)
 
     async def apply(
@@ -218,19 +223,8 @@ class Puller:
             changes = []
             for item in page.get("Items", []):
                 collection, key = parse_sort_key(item["sk"]["S"])
-                doc, system = document_of(item)
                 seen.add((collection, key))
-                version = system.get("_v")
-                changes.append(
-                    _Change(
-                        collection,
-                        key,
-                        head,
-                        doc,
-                        None if version is None else int(version),
-                        str(system.get("_hlc") or ""),
-                    )
-                )
+                changes.append(_image_change(collection, key, head, item))
             report.pages += 1
             if progress:
                 progress(report.pages)

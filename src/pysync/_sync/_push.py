@@ -155,10 +155,8 @@ class Pusher:
                 "_ttl": int(time.time()) + TOMBSTONE_SECONDS,
             }
         else:
-            doc = entry["value"]
-            if entry["op"] == "patch":  # a patch whose base is unknown: send the whole doc
-                doc = apply_patch(entry["base"] or {"id": entry["id"]}, entry["set"], entry["inc"])
-            values = {**doc, **key}
+            # A put, or a patch whose base version is unknown: send the whole document.
+            values = {**(self._written_doc(entry) or {}), **key}
         request: dict[str, Any] = {
             "TableName": self.table,
             "Item": to_item({**values, **system, "_v": version}),
@@ -246,11 +244,15 @@ class Pusher:
 
     # -- outcomes ---------------------------------------------------------------------
 
-    async def _set_state(self, batch: list[Entry], state: str) -> None:
+    async def _set_state(self, batch: list[Entry], state: str, **fields: Any) -> None:
+        """Store ``state`` (and other ``fields``) on the batch's entries still in the outbox."""
+
         def body(tx: Transaction) -> None:
             for entry in batch:
                 tx.get(OUTBOX, entry["n"]).then(
-                    lambda found: tx.put(OUTBOX, {**found, "state": state}) if found else None
+                    lambda found: (
+                        tx.put(OUTBOX, {**found, "state": state, **fields}) if found else None
+                    )
                 )
 
         await self.replica.store.run(OUTBOX, "readwrite", body)
@@ -379,23 +381,6 @@ class Pusher:
 
     async def _reject(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
         report.rejected += len(batch)
-
-        def body(tx: Transaction) -> None:
-            for entry in batch:
-                tx.get(OUTBOX, entry["n"]).then(
-                    lambda found: (
-                        tx.put(
-                            OUTBOX,
-                            {
-                                **found,
-                                "state": REJECTED,
-                                "error": {"code": error.code, "message": error.message},
-                            },
-                        )
-                        if found
-                        else None
-                    )
-                )
-
-        await self.replica.store.run(OUTBOX, "readwrite", body)
+        error_fields = {"code": error.code, "message": error.message}
+        await self._set_state(batch, REJECTED, error=error_fields)
         await self.replica._refresh_counts()
