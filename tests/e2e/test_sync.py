@@ -104,15 +104,14 @@ def test_two_devices_edit_offline_and_converge(
             tab.context.set_offline(False)
         a.run("await sync.sync(); None")
         b.run("await sync.sync(); None")
-        state_b = b.run("await docs()")
-        a.run(
-            f"""
-            want = {state_b!r}
-            async def converged():
-                return await docs() == want
-            assert await sync_until(converged), (await docs(), want)
-            """
-        )
+        # Both sync until they hold the same documents. A single snapshot of one side
+        # can catch it between applying an older changelog entry and its own newer one.
+        for _ in range(50):
+            a.run("await sync.sync(); None")
+            b.run("await sync.sync(); None")
+            if a.run("await docs()") == b.run("await docs()"):
+                break
+        assert a.run("await docs()") == b.run("await docs()")
         final = b.run("await docs()")
         t1 = next(d for d in final if d["id"] == "t1")
         assert t1["title"] == "oat milk"  # only A changed it
