@@ -62,13 +62,8 @@ SYSTEM = ("pk", "sk", "_v", "_hlc", "_c", "_m", "_del", "_ttl")
 #: fix lands the xfail passes and fails the suite: then set its flag to False here).
 #: ``PYSYNC_ASSUME_FIXED=all`` (or a comma-separated list) lifts the guards, to explore.
 OPEN_BUGS = {
-    "increment_retry": True,  # test_bug1_a_lost_reply_of_an_increment_applies_it_twice
-    "resolve_followers": True,  # test_bug2_a_conflict_merges_edits_made_while_in_flight
-    "expired_token": True,  # test_bug3_a_landed_transaction_is_rejected_after_its_token
-    "cancelled_create": True,  # test_bug4_a_cancelled_create_hides_the_server_record
     # (bug 4b, test_bug4b_a_discard_restores_a_stale_base: programs never discard)
     "landed_then_overwritten": True,  # test_bug5_a_landed_write_overwritten_since_is_redone
-    "ack_foreign_version": True,  # test_bug6_an_increment_ack_claims_unseen_changes
 }
 _fixed = os.environ.get("PYSYNC_ASSUME_FIXED", "")
 for _name in OPEN_BUGS if _fixed == "all" else filter(None, _fixed.split(",")):
@@ -102,16 +97,14 @@ device_index = st.integers(0, 2)
 plain_id = st.sampled_from(PLAIN)
 counter_id = st.sampled_from(COUNTERS)
 put_fields = st.sets(st.sampled_from(FIELDS), max_size=2)
-_edits = [
+edit_op = st.one_of(
     st.tuples(st.just("put"), plain_id, put_fields),
     st.tuples(st.just("patch"), plain_id, st.sampled_from(FIELDS)),
     st.tuples(st.just("increment"), counter_id, st.integers(1, 5)),
     st.tuples(st.just("delete"), plain_id, st.none()),
-]
-if not (OPEN_BUGS["resolve_followers"] or OPEN_BUGS["ack_foreign_version"]):
     # Patches of a counter's other fields, concurrent with increments.
-    _edits.append(st.tuples(st.just("patch"), counter_id, st.just("tag")))
-edit_op = st.one_of(*_edits)
+    st.tuples(st.just("patch"), counter_id, st.just("tag")),
+)
 
 #: How often each kind of step is drawn.
 STEP_WEIGHTS = {
@@ -132,15 +125,7 @@ STEP_WEIGHTS = {
 }
 #: Replies lost in a row: 1 (the retry learns the outcome at once) or 8 (the push gives up
 #: with its write landed, and learns the outcome only later).
-LOST_REPLIES = (
-    (1,) if OPEN_BUGS["expired_token"] or OPEN_BUGS["landed_then_overwritten"] else (1, 8)
-)
-
-
-def losable(operation: str, payload: dict[str, Any]) -> bool:
-    """Whether a lost reply of this request may be simulated (see OPEN_BUGS)."""
-    unconditioned = "#v = :base" not in str(payload.get("ConditionExpression", "#v = :base"))
-    return not (OPEN_BUGS["increment_retry"] and operation == "UpdateItem" and unconditioned)
+LOST_REPLIES = (1,) if OPEN_BUGS["landed_then_overwritten"] else (1, 8)
 
 
 def armed(device: Device, kind: str) -> bool:
@@ -272,8 +257,6 @@ async def edit(world: World, index: int, op: tuple[str, str, Any]) -> None:
     kind, key, values = planned(world, op)
     docs = replica["docs"]
     pre = await docs.get(key)
-    if kind == "delete" and OPEN_BUGS["cancelled_create"] and await creating(replica, key):
-        return
     try:
         if kind == "put":
             await docs.put({"id": key, **values})
@@ -294,12 +277,6 @@ async def edit(world: World, index: int, op: tuple[str, str, Any]) -> None:
 
 async def pending(replica: pysync.Replica, key: str) -> bool:
     return any(entry["id"] == key for entry in await replica.outbox())
-
-
-async def creating(replica: pysync.Replica, key: str) -> bool:
-    """Whether a delete of ``key`` would cancel a create still waiting in the outbox."""
-    entries = [e for e in await replica.outbox() if e["id"] == key]
-    return bool(entries) and entries[-1]["state"] == "pending" and entries[-1]["new"]
 
 
 async def transaction(world: World, index: int, ops: list[tuple[str, str, Any]]) -> None:
@@ -346,7 +323,7 @@ async def step(world: World, op: tuple[str, Any, Any]) -> None:
     elif kind == "lose_replies":  # the write lands, its reply (and n - 1 more) do not
         assert device is not None
         if not (OPEN_BUGS["landed_then_overwritten"] and armed(device, "fail")):
-            device.remote.lose_replies(arg, operations=WRITES, when=losable)
+            device.remote.lose_replies(arg, operations=WRITES)
     elif kind == "burst":
         assert device is not None
         if not (OPEN_BUGS["landed_then_overwritten"] and armed(device, "lose")):
@@ -595,11 +572,6 @@ async def synced(*devices: Device) -> None:
             await device.sync.sync()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 1: an increment alone is sent without a version condition, so the retry of "
-    "one whose reply was lost applies it again",
-)
 async def test_bug1_a_lost_reply_of_an_increment_applies_it_twice(make_device: Any) -> None:
     db = MemoryDynamo()
     a = await make_device(db)
@@ -611,11 +583,6 @@ async def test_bug1_a_lost_reply_of_an_increment_applies_it_twice(make_device: A
     assert server_documents(db)["k"]["n"] == 1  # it is 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 2: a conflict merges the local record, which holds the edits made while the "
-    "write was in flight; those edits are then pushed again on top of the merge",
-)
 async def test_bug2_a_conflict_merges_edits_made_while_in_flight(make_device: Any) -> None:
     db = MemoryDynamo()
     a = await make_device(db, strategy="client")  # a's side wins the conflict on n
@@ -635,11 +602,6 @@ async def test_bug2_a_conflict_merges_edits_made_while_in_flight(make_device: An
     assert server_documents(db)["k"] == {"id": "k", "n": 5, "tag": "A"}  # n is 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 3: a transaction retried after its ClientRequestToken expired is cancelled "
-    "because it landed before (every item has its mutation id), and is rejected",
-)
 async def test_bug3_a_landed_transaction_is_rejected_after_its_token(make_device: Any) -> None:
     db = MemoryDynamo()
     a = await make_device(db)
@@ -655,11 +617,6 @@ async def test_bug3_a_landed_transaction_is_rejected_after_its_token(make_device
     assert await a.replica.outbox() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 4: a pull skips a record with a pending create and moves its cursor on; "
-    "a delete then cancels the create locally and the server's record is never pulled",
-)
 async def test_bug4_a_cancelled_create_hides_the_server_record(make_device: Any) -> None:
     db = MemoryDynamo()
     a, b = await make_device(db), await make_device(db)
@@ -673,11 +630,6 @@ async def test_bug4_a_cancelled_create_hides_the_server_record(make_device: Any)
     assert await a.replica["docs"].get("d") == server_documents(db)["d"]  # a has None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 4b: discarding a rejected change restores the entry's base, older than the "
-    "server's record, whose changes the pull skipped while the change was pending",
-)
 async def test_bug4b_a_discard_restores_a_stale_base(make_device: Any) -> None:
     db = MemoryDynamo()
     a, b = await make_device(db), await make_device(db)
@@ -718,12 +670,6 @@ async def test_bug5_a_landed_write_overwritten_since_is_redone(make_device: Any)
     assert server_documents(db)["k"] == {"id": "k", "n": 3, "tag": "A"}  # n is 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 6: the ack of an increment stamps the server's new version on the local "
-    "record without the other changes that version holds; the next edit overwrites them "
-    "without a conflict",
-)
 async def test_bug6_an_increment_ack_claims_unseen_changes(make_device: Any) -> None:
     db = MemoryDynamo()
     a, b = await make_device(db, strategy="server"), await make_device(db)
@@ -743,11 +689,6 @@ async def test_bug6_an_increment_ack_claims_unseen_changes(make_device: Any) -> 
     assert seen["tag"] == "B" or server_documents(db)["k"]["tag"] == "B"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 7: a changelog entry whose item was too large to copy (trunc) is applied as "
-    "a delete",
-)
 async def test_bug7_a_truncated_changelog_entry_deletes_the_record(make_device: Any) -> None:
     db = MemoryDynamo(max_entry_bytes=1000)  # the real appender's limit is 400 KB
     a, b = await make_device(db), await make_device(db)

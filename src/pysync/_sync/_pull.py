@@ -106,7 +106,7 @@ class Puller:
                 cursor = await self.base_sync(report, progress)
                 start = None
                 continue
-            changes = [self._change(item) for item in items]
+            changes = [await self._change(item) for item in items]
             if changes:
                 report.pages += 1
                 if progress:
@@ -121,14 +121,26 @@ class Puller:
     async def apply_entries(self, items: list[dict[str, Any]]) -> PullReport:
         """Apply changelog entries received out of band (realtime), in seq order."""
         report = PullReport()
-        changes = [self._change(item) for item in items]
+        changes = [await self._change(item) for item in items]
         if changes:
             await self.apply(changes, report, cursor=changes[-1].seq)
         return report
 
-    def _change(self, item: dict[str, Any]) -> _Change:
+    async def _change(self, item: dict[str, Any]) -> _Change:
         seq = int(item["sk"]["N"])
         collection, key = parse_sort_key(item["key"]["S"])
+        if item.get("op", {}).get("S") == "put" and "item" not in item:
+            # "trunc": the new image was too large for the entry; read the item itself
+            # (it may be newer than this entry: later entries apply on top).
+            got = await self.remote.call(
+                "GetItem",
+                {
+                    "TableName": self.table,
+                    "Key": {"pk": to_attr(self.scope), "sk": item["key"]},
+                    "ConsistentRead": True,
+                },
+            )
+            item = {**item, "item": {"M": got["Item"]}} if "Item" in got else item
         if item.get("op", {}).get("S") == "put" and "item" in item:
             return _image_change(collection, key, seq, item["item"]["M"])
         return _Change(collection, key, seq, None, None)
@@ -150,9 +162,14 @@ class Puller:
         collections = sorted({c.collection for c in known})
         schema = self.replica.schema
 
+        skipped: list[int] = []
+
         def set_cursor(tx: Transaction) -> None:
             if cursor is not None:
-                tx.put(META, {"key": self.cursor_key, "seq": cursor})
+                # A change skipped for a pending record is read again by the next pull:
+                # the pending edit may vanish without a push (cancelled, discarded).
+                stop = min([cursor, *(seq - 1 for seq in skipped)])
+                tx.put(META, {"key": self.cursor_key, "seq": stop})
 
         def body(tx: Transaction) -> None:
             targets = list(dict.fromkeys((c.collection, c.key) for c in known))
@@ -167,6 +184,7 @@ class Puller:
                     record = current[target]
                     if target in waiting:
                         report.skipped_pending += 1
+                        skipped.append(change.seq)
                         continue
                     if not force and record is not None and record.get("_seq", -1) >= change.seq:
                         continue

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._documents import public
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch
@@ -44,6 +43,22 @@ class PushReport:
     pushed: int = 0
     conflicts: int = 0
     rejected: int = 0
+
+
+def _by_n(entry: Entry) -> int:
+    return int(entry["n"])
+
+
+def _replay(doc: dict[str, Any] | None, entries: list[Entry]) -> dict[str, Any] | None:
+    """``doc`` with the edits of ``entries`` applied in order."""
+    for entry in entries:
+        if entry["op"] == "put":
+            doc = dict(entry["value"])
+        elif entry["op"] == "delete":
+            doc = None
+        else:
+            doc = apply_patch(doc or {"id": entry["id"]}, entry["set"], entry["inc"])
+    return doc
 
 
 class Pusher:
@@ -188,8 +203,14 @@ class Pusher:
             condition = "#v = :base AND attribute_not_exists(#del)"
             values[":base"] = to_attr(entry["base_v"])
         else:
-            # Increments alone commute with any other write: no version check needed.
-            condition = "attribute_exists(pk) AND attribute_not_exists(#del)"
+            # Increments alone commute with any other write: no version check needed, but
+            # not twice: a retry after a lost reply finds its own mutation id and stops.
+            condition = (
+                "attribute_exists(pk) AND attribute_not_exists(#del)"
+                " AND (attribute_not_exists(#m) OR #m <> :mid)"
+            )
+            names["#m"] = "_m"
+            values[":mid"] = to_attr(entry["mid"])
         return {
             "TableName": self.table,
             "Key": to_item(key),
@@ -258,32 +279,42 @@ class Pusher:
         await self.replica.store.run(OUTBOX, "readwrite", body)
 
     async def _acked(self, entry: Entry, server_doc: dict[str, Any] | None, version: int) -> None:
-        """The write landed as ``version``: drop the entry, rebase the edits that follow it."""
+        """The write landed as ``version`` (its document ``server_doc``): drop the entry,
+        rebase the edits that follow it."""
         collection, key = entry["collection"], entry["id"]
+        base_v = entry["base_v"]
+        # An increment alone has no version condition: it may land on writes this replica
+        # has not seen. Then ``version`` holds them and must not be claimed by local edits.
+        foreign = base_v is not None and version != base_v + 1
+        spec = self.replica.schema.collections[collection]
 
         def body(tx: Transaction) -> None:
             record = tx.get(collection, key)
-            followers = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
+            others = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
 
             def done(entries: list[Entry]) -> None:
                 tx.delete(OUTBOX, entry["n"])
-                for follower in entries:
-                    if follower["n"] != entry["n"] and follower["follows"] == entry["mid"]:
-                        tx.put(
-                            OUTBOX,
-                            {
-                                **follower,
-                                "base": server_doc,
-                                "base_v": version,
-                                "follows": None,
-                                "new": False,
-                            },
+                rest = [e for e in entries if e["n"] != entry["n"]]
+                for follower in rest:
+                    if follower["follows"] == entry["mid"]:
+                        rebased = (
+                            {"base": self._written_doc(entry), "base_v": base_v}
+                            if foreign  # its push meets the unseen writes as a conflict
+                            else {"base": server_doc, "base_v": version}
                         )
+                        tx.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
                 current = record.result
-                if current is not None:
+                if not rest:  # nothing else pending: the record is what the server has
+                    if server_doc is None:
+                        tx.delete(collection, key)
+                    else:
+                        seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
+                        record_ = {**server_doc, "_v": version, **seq}
+                        tx.put(collection, with_index_keys(spec, record_))
+                elif current is not None and not foreign:
                     tx.put(collection, {**current, "_v": version})
 
-            followers.then(done)
+            others.then(done)
 
         await self.replica.store.run([collection, OUTBOX], "readwrite", body)
 
@@ -308,10 +339,13 @@ class Pusher:
         spec = self.replica.schema.collections[collection]
 
         def body(tx: Transaction) -> None:
-            record = tx.get(collection, key)
+            pending = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
 
-            def resolve(current: dict[str, Any] | None) -> None:
-                local = None if current is None else public(current)
+            def resolve(entries: list[Entry]) -> None:
+                # The local side is this entry's own edit: the record also holds the edits
+                # made while it was in flight, which their own entries push afterwards.
+                followers = sorted((e for e in entries if e["n"] > entry["n"]), key=_by_n)
+                local = self._written_doc(entry)
                 merged = merge(
                     entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc
                 )
@@ -337,12 +371,17 @@ class Pusher:
                     },
                 )
                 server_known = {"_v": remote_v} if remote_v is not None else {}
-                if merged is None:
+                shown = _replay(merged, followers)
+                if shown is None:
                     tx.delete(collection, key)
                 else:
-                    tx.put(collection, with_index_keys(spec, {**merged, **server_known}))
+                    tx.put(collection, with_index_keys(spec, {**shown, **server_known}))
                 if merged == remote_doc:
                     tx.delete(OUTBOX, entry["n"])  # the server already has the result
+                    for follower in followers:
+                        if follower["follows"] == entry["mid"]:
+                            rebased = {"base": remote_doc, "base_v": remote_v, "follows": None}
+                            tx.put(OUTBOX, {**follower, **rebased, "new": remote_v is None})
                     return
                 tx.put(
                     OUTBOX,
@@ -359,13 +398,35 @@ class Pusher:
                     },
                 )
 
-            record.then(resolve)
+            pending.then(resolve)
 
         await self.replica.store.run([collection, OUTBOX, CONFLICTS], "readwrite", body)
         self.replica._watchers.changed([collection])
 
     async def _cancelled(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
         reasons = error.body.get("CancellationReasons") or []
+        failed = [
+            (entry, reason)
+            for entry, reason in zip(batch, reasons, strict=False)
+            if reason.get("Code") == "ConditionalCheckFailed"
+        ]
+        if failed and all(document_of(r.get("Item"))[1].get("_m") == e["mid"] for e, r in failed):
+            # This very transaction landed before (a retry after its ClientRequestToken
+            # expired): all of it did, atomically.
+            for entry, reason in zip(batch, reasons, strict=False):
+                landed = reason.get("Code") == "ConditionalCheckFailed"
+                item = reason.get("Item") if landed else None
+                if item is None:  # an increment, without a condition on the version
+                    key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+                    got = await self.remote.call(
+                        "GetItem",
+                        {"TableName": self.table, "Key": to_item(key), "ConsistentRead": True},
+                    )
+                    item = got.get("Item")
+                doc, system = document_of(item)
+                await self._acked(entry, doc, int(system["_v"]))
+            report.pushed += len(batch)
+            return
         conflicted = False
         for entry, reason in zip(batch, reasons, strict=False):
             if reason.get("Code") == "ConditionalCheckFailed":
