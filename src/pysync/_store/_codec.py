@@ -13,13 +13,16 @@ Supported: ``str``, ``int`` (any size), ``float``, ``bool``, ``None``, ``bytes``
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from .._errors import ValidationError
 from ._keys import MAX_SAFE_INT
 
 SIDECAR = "__pysync_types__"
 Path = list[str | int]
+# A path while walking: a tuple, made into a Path only where a mark needs it.
+Step = tuple[str | int, ...]
 
 
 def encode(record: dict[str, Any]) -> dict[str, Any]:
@@ -29,39 +32,62 @@ def encode(record: dict[str, Any]) -> dict[str, Any]:
     if SIDECAR in record:
         raise ValidationError(f"{SIDECAR!r} is a reserved field name")
     marks: dict[str, list[Path]] = {}
-    copy = _encode_dict(record, [], marks)
+    copy = _encode_dict(record, (), marks)
     if marks:
         copy[SIDECAR] = marks
     return copy
 
 
-def _encode_dict(value: dict[Any, Any], path: Path, marks: dict[str, list[Path]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
+# The walk builds a path only for containers and marked values, not for every
+# field: records are mostly plain scalars, and Pyodide pays for each list.
+def _encode_dict(value: dict[Any, Any], path: Step, marks: dict[str, list[Path]]) -> dict[str, Any]:
+    for key in value:
         if type(key) is not str:
             raise ValidationError(f"field names must be str, not {key!r} at {_show(path)}")
-        out[key] = _encode_value(item, [*path, key], marks)
+    return _encode_items({}, value.items(), path, marks)
+
+
+_Out = TypeVar("_Out", dict[str, Any], list[Any])
+
+
+def _encode_items(
+    out: _Out, items: Iterable[tuple[Any, Any]], path: Step, marks: dict[str, list[Path]]
+) -> _Out:
+    """``out`` with the encoded ``items`` (field name or list position, value) set."""
+    for key, item in items:
+        kind = type(item)
+        # The usual scalars inline: a call per field costs more than the check.
+        if (
+            kind is str
+            or kind is bool
+            or item is None
+            or (kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT)
+            or (kind is float and not item.is_integer())
+        ):
+            out[key] = item
+        else:
+            out[key] = _encode_value(item, (*path, key), marks)
     return out
 
 
-def _encode_value(value: Any, path: Path, marks: dict[str, list[Path]]) -> Any:
+def _encode_value(value: Any, path: Step, marks: dict[str, list[Path]]) -> Any:
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
         if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            marks.setdefault("n", []).append(path)
+            marks.setdefault("n", []).append(list(path))
         return value
     if kind is float:
         if value.is_integer():
-            marks.setdefault("f", []).append(path)
+            marks.setdefault("f", []).append(list(path))
         return value
     if kind is dict:
         return _encode_dict(value, path, marks)
     if kind is list or kind is tuple:
-        return [_encode_value(item, [*path, i], marks) for i, item in enumerate(value)]
+        return _encode_items([None] * len(value), enumerate(value), path, marks)
     if kind is bytes or kind is bytearray:
-        marks.setdefault("b", []).append(path)
+        marks.setdefault("b", []).append(list(path))
         return bytes(value)
     raise ValidationError(
         f"unsupported value of type {kind.__name__} at {_show(path)}: use str, int, float, "
@@ -86,5 +112,5 @@ def decode(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _show(path: Path) -> str:
+def _show(path: Path | Step) -> str:
     return "".join(f"[{p!r}]" for p in path) or "the top level"

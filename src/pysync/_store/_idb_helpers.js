@@ -38,6 +38,23 @@
     return index === undefined || index === null ? objectStore : objectStore.index(index);
   },
 
+  // Records sent by Python as one JSON text (see _records_to_js). None must be
+  // undefined, as to_js makes it: a stored null reads back as JsNull, not None.
+  parseRecords(text) {
+    const values = JSON.parse(text);
+    if (text.includes("null")) this.undefineNulls(values);
+    return values;
+  },
+
+  undefineNulls(value) {
+    const keys = Array.isArray(value) ? value.keys() : Object.keys(value);
+    for (const key of keys) {
+      const item = value[key];
+      if (item === null) value[key] = undefined;
+      else if (typeof item === "object") this.undefineNulls(item);
+    }
+  },
+
   putAll(store, values) {
     for (const value of values) store.put(value);
   },

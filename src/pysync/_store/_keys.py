@@ -19,6 +19,9 @@ SortKey = tuple[Any, ...]
 
 def check_key(key: Any) -> Any:
     """Return ``key`` normalised (lists become tuples); raise ``DataError`` if invalid."""
+    kind = type(key)
+    if kind is str or (kind is int and -MAX_SAFE_INT <= key <= MAX_SAFE_INT):
+        return key  # the usual primary keys, without sort_key's UTF-16 encoding
     if sort_key(key) is None:
         raise DataError(f"{key!r} is not a valid key (use str, int, float, bytes or a tuple)")
     return tuple(check_key(k) for k in key) if isinstance(key, (tuple, list)) else key
