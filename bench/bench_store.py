@@ -98,29 +98,6 @@ async def pysync_run(name, n):
     return json.dumps({"write_ms": t1 - t0, "read_ms": t3 - t2})
 
 
-def overhead(n, patched):
-    """pysync's own work in put_many (no IndexedDB): key checks, codec walk, conversion."""
-    records = make_records(n)
-    spec = schema("overhead").store("items")
-    if patched:
-        check, encode, convert = proposed.check_key, proposed.encode, proposed._records_to_js
-    else:
-        check, encode, convert = check_key, _codec.encode, _indexeddb._to_js
-    collect()
-    t0 = js.performance.now()
-    for record in records:
-        check(primary_key(spec, record))
-    t1 = js.performance.now()
-    encoded = [encode(record) for record in records]
-    t2 = js.performance.now()
-    values = convert(encoded)
-    t3 = js.performance.now()
-    assert values.length == n
-    return json.dumps(
-        {"check_key": t1 - t0, "encode": t2 - t1, "to_js": t3 - t2, "total": t3 - t0}
-    )
-
-
 async def pysync_phases(name, n):
     """put_many and query, step by step, as _base.py / _indexeddb.py do them."""
     await delete_indexeddb(name)
@@ -137,8 +114,7 @@ async def pysync_phases(name, n):
             check_key(primary_key(spec, record))
             encoded.append(_codec.encode(record))
         marks["encoded"] = js.performance.now()
-        # _records_to_js: the proposed conversion, once it is in src.
-        values = getattr(_indexeddb, "_records_to_js", _indexeddb._to_js)(encoded)
+        values = _indexeddb._records_to_js(encoded)
         marks["converted"] = js.performance.now()
         _indexeddb._js().putAll(tx._tx.objectStore("items"), values)
         marks["queued"] = js.performance.now()
@@ -187,187 +163,12 @@ async def pysync_phases(name, n):
     return json.dumps({"write": write_phases, "read": read_phases})
 '''
 
-# The patch proposed for src/pysync/_store (see docs/benchmarks.md), applied by monkeypatching
-# inside the page for the "pysync_proposed" variant of ``--proposed``.
-PROPOSED_PATCH = r"""
-import json
-
-from pyodide.code import run_js
-
-from pysync._errors import ValidationError
-from pysync._store import _base, _codec, _indexeddb, _keys
-from pysync._store._keys import MAX_SAFE_INT
-
-SIDECAR = _codec.SIDECAR
-
-
-# _codec.py: the same output and messages, but a path is built only for containers
-# and marked values (not for every field), and plain scalars are checked inline.
-def encode(record):
-    if not isinstance(record, dict):
-        raise ValidationError(f"a record must be a dict, not {type(record).__name__}")
-    if SIDECAR in record:
-        raise ValidationError(f"{SIDECAR!r} is a reserved field name")
-    marks = {}
-    copy = _encode_dict(record, (), marks)
-    if marks:
-        copy[SIDECAR] = marks
-    return copy
-
-
-def _encode_dict(value, path, marks):
-    out = {}
-    for key, item in value.items():
-        if type(key) is not str:
-            where = _codec._show(list(path))
-            raise ValidationError(f"field names must be str, not {key!r} at {where}")
-        kind = type(item)
-        if (
-            kind is str
-            or kind is bool
-            or item is None
-            or (kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT)
-            or (kind is float and not item.is_integer())
-        ):
-            out[key] = item
-        else:
-            out[key] = _encode_value(item, (*path, key), marks)
-    return out
-
-
-def _encode_list(value, path, marks):
-    out = []
-    for i, item in enumerate(value):
-        kind = type(item)
-        if (
-            kind is str
-            or kind is bool
-            or item is None
-            or (kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT)
-            or (kind is float and not item.is_integer())
-        ):
-            out.append(item)
-        else:
-            out.append(_encode_value(item, (*path, i), marks))
-    return out
-
-
-def _encode_value(value, path, marks):
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return value
-    if kind is int:
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            marks.setdefault("n", []).append(list(path))
-        return value
-    if kind is float:
-        if value.is_integer():
-            marks.setdefault("f", []).append(list(path))
-        return value
-    if kind is dict:
-        return _encode_dict(value, path, marks)
-    if kind is list or kind is tuple:
-        return _encode_list(value, path, marks)
-    if kind is bytes or kind is bytearray:
-        marks.setdefault("b", []).append(list(path))
-        return bytes(value)
-    raise ValidationError(
-        f"unsupported value of type {kind.__name__} at {_codec._show(list(path))}: use str, "
-        "int, float, bool, None, bytes, dict or list"
-    )
-
-
-# _keys.py: strings and safe ints (nearly every primary key) skip sort_key, which
-# encodes every string key to UTF-16 only to validate it.
-_check_key = _keys.check_key
-
-
-def check_key(key):
-    kind = type(key)
-    if kind is str or (kind is int and -MAX_SAFE_INT <= key <= MAX_SAFE_INT):
-        return key
-    return _check_key(key)
-
-
-# _indexeddb.py: one JSON text parsed by JSON.parse instead of to_js with
-# Object.fromEntries per dict, whenever JSON is exact: no big int or bytes (the
-# sidecar says), no NaN/Infinity (allow_nan=False raises ValueError). None must
-# stay undefined, as to_js makes it (null reads back as JsNull, not None).
-_parse = run_js(
-    '''(text) => {
-      const undefine = (value) => {
-        if (Array.isArray(value)) {
-          for (let i = 0; i < value.length; i++) {
-            const item = value[i];
-            if (item === null) value[i] = undefined;
-            else if (typeof item === "object") undefine(item);
-          }
-        } else {
-          for (const key of Object.keys(value)) {
-            const item = value[key];
-            if (item === null) value[key] = undefined;
-            else if (typeof item === "object") undefine(item);
-          }
-        }
-      };
-      const values = JSON.parse(text);
-      if (text.includes("null")) undefine(values);
-      return values;
-    }'''
-)
-
-
-def _records_to_js(records):
-    if not any(SIDECAR in r and ("n" in r[SIDECAR] or "b" in r[SIDECAR]) for r in records):
-        try:
-            text = json.dumps(
-                records, allow_nan=False, check_circular=False, separators=(",", ":")
-            )
-        except (TypeError, ValueError):
-            pass
-        else:
-            return _parse(text)
-    return _indexeddb._to_js(records)
-
-
-def _put_many(self, store, records):
-    with _indexeddb._translated():
-        _indexeddb._js().putAll(self._tx.objectStore(store), _records_to_js(records))
-
-
-_ORIGINAL = (
-    _codec.encode,
-    _keys.check_key,
-    _base.check_key,
-    _indexeddb.IndexedDBTransaction._put_many,
-)
-
-
-def apply(on):
-    tx_class = _indexeddb.IndexedDBTransaction
-    if on:
-        _codec.encode, _keys.check_key, _base.check_key = encode, check_key, check_key
-        tx_class._put_many = _put_many
-    else:
-        _codec.encode, _keys.check_key, _base.check_key, tx_class._put_many = _ORIGINAL
-"""
-
-PROPOSED_SETUP = (
-    "import types\nproposed = types.ModuleType('proposed')\n"
-    f"exec({PROPOSED_PATCH!r}, proposed.__dict__)"
-)
-
 VARIANTS = ("pysync", "js_strict", "js_default")
 
 
 def _run_variant(page: Any, variant: str, db_name: str, n: int) -> dict[str, float]:
     if variant == "pysync":
         return page.run_python_json(f"await pysync_run({db_name!r}, {n})")  # type: ignore[no-any-return]
-    if variant == "pysync_proposed":
-        return page.run_python_json(  # type: ignore[no-any-return]
-            f"proposed.apply(True)\ntry:\n    result = await pysync_run({db_name!r}, {n})\n"
-            "finally:\n    proposed.apply(False)\nresult"
-        )
     durability = "strict" if variant == "js_strict" else "default"
     return page.run_js(  # type: ignore[no-any-return]
         "([name, n, durability]) => storeBaseline.run(name, n, durability)",
@@ -424,17 +225,12 @@ def _rows(
     for operation, key in (("bulk write", "write_ms"), ("read all", "read_ms")):
         stats = {v: summarize([s[key] for s in runs]) for v, runs in samples.items()}
         row: dict[str, Any] = {"operation": operation, "n": n, "js_ms": stats["js_strict"]}
-        for variant, prefix in (("pysync", ""), ("pysync_proposed", "proposed_")):
-            if variant not in stats:
-                continue
-            row[f"{variant}_ms"] = stats[variant]
-            row[f"{prefix}ratio"] = round(
-                stats[variant]["median"] / stats["js_strict"]["median"], 3
-            )
-            # Median of the per-round ratios: both variants of a round share its noise.
-            row[f"{prefix}ratio_paired"] = _paired(samples, variant, "js_strict", key)
-            # Noise only adds time: the fastest runs are the least disturbed.
-            row[f"{prefix}ratio_min"] = round(stats[variant]["min"] / stats["js_strict"]["min"], 3)
+        row["pysync_ms"] = stats["pysync"]
+        row["ratio"] = round(stats["pysync"]["median"] / stats["js_strict"]["median"], 3)
+        # Median of the per-round ratios: both variants of a round share its noise.
+        row["ratio_paired"] = _paired(samples, "pysync", "js_strict", key)
+        # Noise only adds time: the fastest runs are the least disturbed.
+        row["ratio_min"] = round(stats["pysync"]["min"] / stats["js_strict"]["min"], 3)
         if operation == "bulk write":
             row["js_put_loop_ms"] = summarize([s["put_loop_ms"] for s in samples["js_strict"]])
             row["js_default_durability_ms"] = stats["js_default"]
@@ -463,23 +259,6 @@ def _phases(page: Any, n: int, runs: int, names: _Names) -> dict[str, Any]:
     return phases
 
 
-def _overhead(page: Any, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """pysync's own work in put_many, current vs proposed code, interleaved."""
-    timings: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-    for round_ in range(args.warmup + args.runs):
-        for patched in (False, True) if round_ % 2 == 0 else (True, False):
-            result = page.run_python_json(f"overhead({n}, {patched})")
-            if round_ >= args.warmup:
-                timings[patched].append(result)
-    overhead = {
-        "n": n,
-        "current_ms": _median_phases(timings[False]),
-        "proposed_ms": _median_phases(timings[True]),
-    }
-    print(f"n={n} overhead: {overhead}", file=sys.stderr)
-    return overhead
-
-
 def main() -> None:
     """Run the benchmark and write bench/results/store.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -487,32 +266,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="measured rounds per size")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds per size first")
     parser.add_argument("--phase-runs", type=int, default=5, help="rounds of the phase breakdown")
-    parser.add_argument(
-        "--proposed",
-        action="store_true",
-        help="also measure pysync with the proposed src patch (monkeypatched in the page)",
-    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    variants = (*VARIANTS, "pysync_proposed") if args.proposed else VARIANTS
 
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     phases: list[dict[str, Any]] = []
-    overhead: list[dict[str, Any]] = []
     names = _Names()
     with bench_page("store.html") as page:
         machine = page.machine()
         machine["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
         page.run_python(PAGE_CODE)
-        if args.proposed:
-            page.run_python(PROPOSED_SETUP)
         for n in sizes:
-            rows += _rows(n, _rounds(page, n, variants, args, names), max(sizes))
+            rows += _rows(n, _rounds(page, n, VARIANTS, args, names), max(sizes))
             phases.append(_phases(page, n, args.phase_runs, names))
-            if args.proposed:
-                overhead.append(_overhead(page, n, args))
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     result = {
@@ -535,9 +303,6 @@ def main() -> None:
         "goal": f"bulk write of {max(sizes)} records <= {GOAL_WRITE_RATIO}x plain JS",
         "rows": rows,
         "phases": phases,
-        "proposed_patch_measured": args.proposed,
-        # pysync's own CPU work in put_many, current vs proposed, interleaved in one page.
-        "overhead": overhead,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -135,11 +135,8 @@ def _proxy_goal(result: dict[str, Any] | None) -> list[str]:
 # -- per benchmark -----------------------------------------------------------------
 
 
-def _ratios(row: dict[str, Any], prefix: str = "") -> str:
-    return (
-        f"**{_x(row.get(prefix + 'ratio'))}** ({_x(row.get(prefix + 'ratio_paired'))}, "
-        f"{_x(row.get(prefix + 'ratio_min'))})"
-    )
+def _ratios(row: dict[str, Any]) -> str:
+    return f"**{_x(row.get('ratio'))}** ({_x(row.get('ratio_paired'))}, {_x(row.get('ratio_min'))})"
 
 
 def _store_analysis(result: dict[str, Any]) -> list[str]:
@@ -183,11 +180,14 @@ def _store(result: dict[str, Any]) -> list[str]:
         "Ratios: pysync / JS, as median ratio (paired, min ratio).",
         "",
     ]
-    proposed = any("pysync_proposed_ms" in row for row in result["rows"])
-    header = ["operation", "N", "pysync ms", "JS ms", "ratio (paired, min)"]
-    if proposed:
-        header += ["pysync + proposed patch ms", "ratio (paired, min)"]
-    header.append("JS, default durability ms")
+    header = [
+        "operation",
+        "N",
+        "pysync ms",
+        "JS ms",
+        "ratio (paired, min)",
+        "JS, default durability ms",
+    ]
     rows = []
     for row in result["rows"]:
         cells = [
@@ -197,8 +197,6 @@ def _store(result: dict[str, Any]) -> list[str]:
             _ms(row["js_ms"]),
             _ratios(row),
         ]
-        if proposed:
-            cells += [_ms(row.get("pysync_proposed_ms")), _ratios(row, "proposed_")]
         cells.append(_ms(row.get("js_default_durability_ms")))
         rows.append(cells)
     out += _table(header, rows)
@@ -257,32 +255,6 @@ def _store(result: dict[str, Any]) -> list[str]:
             "plain JS loop is shown for reference): compare totals.",
         ]
         out += _store_analysis(result)
-    overhead = result.get("overhead") or []
-    if overhead:
-        out += [
-            "",
-            "pysync's own work in `put_many`, current code vs the proposed patch "
-            "(no IndexedDB; both in the same page, interleaved; ms):",
-            "",
-        ]
-        keys = ("check_key", "encode", "to_js", "total")
-        rows = [
-            [f"{o['n']:,}", which] + [f"{o[f'{which}_ms'][k]:.1f}" for k in keys]
-            for o in overhead
-            for which in ("current", "proposed")
-        ]
-        out += _table(["N", "code", "check key", "encode", "to JS", "total"], rows)
-    if proposed:
-        out += [
-            "",
-            "The proposed patch (`bench/bench_store.py --proposed` monkeypatches it into "
-            "the page): `check_key` returns str and safe int keys without `sort_key`; the "
-            "codec walk builds a path only for containers and marked values; `_put_many` "
-            "hands the records to JS as one JSON text for `JSON.parse` (nulls turned back "
-            "into undefined, as `to_js` stores None) instead of `to_js` with "
-            "`Object.fromEntries` per dict, and keeps `to_js` when JSON would not be exact "
-            "(bytes, ints beyond 2**53, NaN/Infinity).",
-        ]
     return out
 
 
