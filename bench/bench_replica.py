@@ -1,6 +1,6 @@
 """Replica writes and queries: pysync's data API vs plain JavaScript IndexedDB.
 
-Run: ``.venv/bin/python bench/bench_replica.py [--rounds 8] [--puts 60] [--no-proposed]``
+Run: ``.venv/bin/python bench/bench_replica.py [--rounds 8] [--puts 60]``
 
 Everything runs in ONE Chromium page (bench/pages/replica.html) with Pyodide and the
 pysync wheel of build/pyodide/; times are taken inside the page with
@@ -29,10 +29,8 @@ database with a store "items" (keyPath "id") and an index "by_n" on "n". Documen
 pysync and JS use durability "strict" (pysync sets it on every transaction); JS with
 the browser's default durability is shown for reference. Variants alternate within
 every round, the order flipping each round; GC (Python and JS) before timed regions.
-A phase breakdown of pysync's bulk transaction is measured in a separate run. The
-proposed src patch (PROPOSED_PATCH, monkeypatched in the page) is
-measured as an extra variant (``--no-proposed`` skips it). Results go to
-bench/results/replica.json.
+A phase breakdown of pysync's bulk transaction is measured in a separate run. Results
+go to bench/results/replica.json.
 """
 
 from __future__ import annotations
@@ -110,8 +108,8 @@ async def drop(app):
 # Single puts of new documents, the variants taking turns put by put: every variant
 # has its own fresh database; the order of the variants rotates with every document,
 # so that drifting machine load hits them alike. Returns the latencies (ms) per
-# variant. patch(on) switches the proposed patch.
-async def single_puts(start, count, variants, patch):
+# variant.
+async def single_puts(start, count, variants):
     base = js.replicaBaseline
     colls = {}
     for variant in variants:
@@ -129,13 +127,9 @@ async def single_puts(start, count, variants, patch):
         for variant in variants[shift:] + variants[:shift]:
             name = f"bench-{variant}"
             if variant.startswith("pysync"):
-                patch(variant == "pysync_proposed")
-                try:
-                    t0 = js.performance.now()
-                    await colls[variant].put(doc)
-                    ms = js.performance.now() - t0
-                finally:
-                    patch(False)
+                t0 = js.performance.now()
+                await colls[variant].put(doc)
+                ms = js.performance.now() - t0
             elif variant == "js_pysync_requests":
                 ms = await base.putOnePysyncShape(name, start + i)
             else:
@@ -219,7 +213,7 @@ async def bulk_phases(app, n):
                 marks["reads_issued"] - marks["reads_issued_from"]
             ),
             "wait for reads": marks["reads_done"] - marks["reads_issued"],
-            "compute + issue writes (2 puts per record)": (
+            "compute + issue writes (put_many per store)": (
                 marks["writes_issued"] - marks["reads_done"]
             ),
             "commit and after": t1 - marks["writes_issued"],
@@ -227,99 +221,6 @@ async def bulk_phases(app, n):
         }
     )
 """
-
-# The proposed src patch (_replica.py), monkeypatched into the page for --proposed:
-# the writes of a local transaction are buffered and issued per store as one
-# put_many / delete_many (consecutive ones coalesced, so the order of the writes to
-# each store is kept) instead of one put / delete request from Python per write.
-PROPOSED_PATCH = r'''
-from pysync import _hlc
-from pysync._documents import public
-from pysync._outbox import OUTBOX
-from pysync._schema import META
-from pysync import _replica
-
-
-class _Writes:
-    """The writes of one transaction, issued per store in as few calls as possible."""
-
-    def __init__(self, tx):
-        self._tx = tx
-        self._runs = {}
-
-    def put(self, store, record):
-        self._add(store, "put", record)
-
-    def delete(self, store, key):
-        self._add(store, "delete", key)
-
-    def _add(self, store, kind, item):
-        runs = self._runs.setdefault(store, [])
-        if runs and runs[-1][0] == kind:
-            runs[-1][1].append(item)
-        else:
-            runs.append((kind, [item]))
-
-    def flush(self):
-        for store, runs in self._runs.items():
-            for kind, items in runs:
-                if kind == "put":
-                    self._tx.put_many(store, items)
-                else:
-                    self._tx.delete_many(store, items)
-        self._runs = {}
-
-
-def apply(self, tx, clock, records, entries):
-    writes = _Writes(tx)
-    clock = clock or {"key": "clock", "hlc": str(_hlc.ZERO), "n": 0}
-    stamp = max(_hlc.Timestamp.parse(clock["hlc"]), self.clock)
-    counter = int(clock["n"])
-    now = self.replica.platform.now_ms()
-    for write in self.writes:
-        target = (write.collection, write.key)
-        current = records[target]
-        pending = entries[target]
-        stamp = _hlc.tick(stamp, now, self.replica.client_id)
-        new = self._new_record(write, current)
-        if write.edit.op == "delete" and current is None:
-            self.results.append(None)
-            continue
-        entry = self._entry(write, current, pending, str(stamp))
-        if entry is None:
-            writes.delete(OUTBOX, pending[-1]["n"])
-            pending.pop()
-        elif pending and entry["n"] == pending[-1]["n"]:
-            writes.put(OUTBOX, entry)
-            pending[-1] = entry
-        else:
-            counter += 1
-            entry["n"] = counter
-            writes.put(OUTBOX, entry)
-            pending.append(entry)
-        if new is None:
-            writes.delete(write.collection, write.key)
-        else:
-            writes.put(write.collection, new)
-        records[target] = new
-        self.results.append(None if new is None else public(new))
-    self.clock = stamp
-    writes.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
-    writes.flush()
-    self.counts = _replica._count_outbox(tx)
-
-
-_ORIGINAL = _replica._Applier.apply
-
-
-def apply_patch(on):
-    _replica._Applier.apply = apply if on else _ORIGINAL
-'''
-
-PROPOSED_SETUP = (
-    "import types\nproposed = types.ModuleType('proposed')\n"
-    f"exec({PROPOSED_PATCH!r}, proposed.__dict__)"
-)
 
 
 def _log(message: str) -> None:
@@ -342,13 +243,6 @@ def _latency(values: list[float]) -> dict[str, Any]:
     }
 
 
-def _patched(code: str) -> str:
-    return (
-        "proposed.apply_patch(True)\n"
-        f"try:\n    result = {code}\nfinally:\n    proposed.apply_patch(False)\nresult"
-    )
-
-
 def _order(variants: list[str], round_: int) -> list[str]:
     return variants if round_ % 2 == 0 else list(reversed(variants))
 
@@ -356,12 +250,10 @@ def _order(variants: list[str], round_: int) -> list[str]:
 def single_put_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """Latencies of single puts, pooled over the measured rounds."""
     variants = ["pysync", "js_strict", "js_default", "js_pysync_requests"]
-    variants += ["pysync_proposed"] * args.proposed
-    patch = "proposed.apply_patch" if args.proposed else "(lambda on: None)"
     samples: dict[str, list[float]] = {v: [] for v in variants}
     for round_ in range(1 + args.rounds):  # round 0 warms up
         latencies = page.run_python_json(
-            f"await single_puts({round_ * args.puts}, {args.puts}, {variants!r}, {patch})"
+            f"await single_puts({round_ * args.puts}, {args.puts}, {variants!r})"
         )
         if round_ == 0:
             continue
@@ -377,18 +269,14 @@ def single_put_phase(page: Any, args: argparse.Namespace) -> dict[str, list[floa
 def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """Times of the bulk transaction; the last round's databases stay open for queries."""
     variants = ["pysync", "js_strict", "js_default", "js_pysync_writes"]
-    variants += ["pysync_proposed"] * args.proposed
     samples: dict[str, list[float]] = {v: [] for v in variants}
     total = 1 + args.bulk_rounds
     for round_ in range(total):  # round 0 warms up with 1,000 records
         n = 1_000 if round_ == 0 else BULK_N
         keep = round_ == total - 1
         for variant in _order(variants, round_):
-            if variant.startswith("pysync"):
-                code = f"await bulk('bench-bulk-{variant}', {n}, {keep})"
-                if variant == "pysync_proposed":
-                    code = _patched(code)
-                ms = page.run_python_json(code)
+            if variant == "pysync":
+                ms = page.run_python_json(f"await bulk('bench-bulk-pysync', {n}, {keep})")
             elif variant == "js_pysync_writes":
                 ms = page.run_js("(n) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n)", n)
             else:
@@ -406,9 +294,6 @@ def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
                 f"bulk round {round_}/{args.bulk_rounds}: "
                 + ", ".join(f"{v} {samples[v][-1]:.0f} ms" for v in variants)
             )
-    for variant in variants:
-        if variant.startswith("pysync") and variant != "pysync":
-            page.run_python(f"await drop('bench-bulk-{variant}')")
     return samples
 
 
@@ -460,8 +345,6 @@ def rows(
 
     put_ms = put["pysync"]["p50"]
     bulk_ms = stats["pysync"]["median"]
-    put_proposed = put.get("pysync_proposed", {}).get("p50")
-    bulk_proposed = stats.get("pysync_proposed", {}).get("median")
     return [
         {
             "operation": "single put, latency p50 (p99)",
@@ -476,10 +359,6 @@ def rows(
             # Plain JS making the IndexedDB requests of a pysync put: its floor.
             "js_floor_ms": put["js_pysync_requests"]["p50"],
             "js_floor_ratio": ratio(put["js_pysync_requests"]["p50"], put["js_strict"]["p50"]),
-            "proposed_ms": put_proposed if put_proposed is not None else "-",
-            "proposed_ratio": ratio(put_proposed, put["js_strict"]["p50"])
-            if put_proposed is not None
-            else "-",
             "variants": put,
         },
         {
@@ -497,10 +376,6 @@ def rows(
             "js_floor_ratio": ratio(
                 stats["js_pysync_writes"]["median"], stats["js_strict"]["median"]
             ),
-            "proposed_ms": bulk_proposed if bulk_proposed is not None else "-",
-            "proposed_ratio": ratio(bulk_proposed, stats["js_strict"]["median"])
-            if bulk_proposed is not None
-            else "-",
             "ratio_paired": _paired(bulk["pysync"], bulk["js_strict"]),
             "variants": stats,
         },
@@ -516,8 +391,6 @@ def rows(
             "goal_met": "-",
             "js_floor_ms": "-",
             "js_floor_ratio": "-",
-            "proposed_ms": "-",
-            "proposed_ratio": "-",
             "ratio_paired": _paired(query["pysync"], query["js"]),
             "variants": q,
         },
@@ -532,12 +405,6 @@ def main() -> None:
     parser.add_argument("--bulk-rounds", type=int, default=3, help="measured bulk rounds")
     parser.add_argument("--queries", type=int, default=15, help="measured range queries")
     parser.add_argument("--phase-runs", type=int, default=1, help="runs of the bulk breakdown")
-    parser.add_argument(
-        "--no-proposed",
-        dest="proposed",
-        action="store_false",
-        help="skip the extra variant with the proposed src patch (monkeypatched in the page)",
-    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -546,8 +413,6 @@ def main() -> None:
         machine = page.machine()
         machine["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
         page.run_python(PAGE_CODE)
-        if args.proposed:
-            page.run_python(PROPOSED_SETUP)
         puts = single_put_phase(page, args)
         bulk = bulk_phase(page, args)
         query = query_phase(page, args)
@@ -579,7 +444,6 @@ def main() -> None:
         },
         "rows": rows(puts, bulk, query),
         "bulk_phases_ms": [{k: round(v, 1) for k, v in p.items()} for p in phases],
-        "proposed_patch_measured": args.proposed,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
