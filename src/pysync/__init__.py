@@ -17,6 +17,7 @@ from ._errors import (
     StoreError,
     TransactionAbortedError,
     TransactionInactiveError,
+    TransactionTooLargeError,
     ValidationError,
     VersionError,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "Transaction",
     "TransactionAbortedError",
     "TransactionInactiveError",
+    "TransactionTooLargeError",
     "ValidationError",
     "VersionError",
     "__version__",

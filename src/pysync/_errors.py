@@ -7,6 +7,8 @@ The tree::
     ├── DocumentNotFoundError      patch/increment of a document that does not exist
     ├── DocumentExistsError        add() of an id that is already taken
     ├── MigrationError             a schema migration step failed (nothing changed)
+    ├── TransactionTooLargeError   a ``transaction()`` changes more documents than one
+    │                              DynamoDB transaction holds (nothing written)
     └── StoreError                 the local database failed; ``name`` and ``message``
         │                          keep the browser's DOMException name and text
         ├── QuotaExceededError     the origin's storage quota is full
@@ -160,3 +162,25 @@ class DocumentExistsError(PysyncError):
 
 class MigrationError(PysyncError):
     """A schema migration step failed; nothing was changed."""
+
+
+class TransactionTooLargeError(PysyncError):
+    """A ``transaction()`` changes more documents than it could ever push; nothing was written.
+
+    A transaction is pushed as one DynamoDB ``TransactWriteItems``, which takes at
+    most ``limit`` (100) items: one per document changed. ``documents`` is how many
+    documents this one changed (several writes to one document count once).
+    """
+
+    def __init__(self, documents: int, limit: int) -> None:
+        super().__init__(
+            f"this transaction changes {documents} documents, but a transaction is pushed "
+            f"as one DynamoDB TransactWriteItems, which takes at most {limit}: nothing was "
+            f"written. Split it into transactions of at most {limit} documents, or write "
+            "documents that need not change together outside transaction()."
+        )
+        self.documents = documents
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type[TransactionTooLargeError], tuple[int, int]]:
+        return type(self), (self.documents, self.limit)

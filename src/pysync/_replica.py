@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from . import _hlc
 from ._documents import Document, Key, check_document, check_id, new_id, public
-from ._errors import DocumentExistsError, DocumentNotFoundError
+from ._errors import DocumentExistsError, DocumentNotFoundError, TransactionTooLargeError
 from ._live import Subscription, Watchers
 from ._migrate import migrate
 from ._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold
@@ -26,6 +26,10 @@ from ._schema import CONFLICTS, META, AppSchema, index_range, with_index_keys
 from ._store import Database, KeyRange, Request, Transaction
 
 SyncState = Literal["synced", "pending", "conflict", "rejected"]
+
+#: The most documents one :meth:`Replica.transaction` may change: it is pushed as ONE
+#: DynamoDB ``TransactWriteItems`` (an item per document), which takes at most 100.
+MAX_TRANSACTION_DOCUMENTS = 100
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,9 @@ class Replica:
 
         ``async with replica.transaction() as tx: tx.put("todos", {...}); tx.delete(...)``.
         The writes are applied when the block exits without an exception, locally in
-        one IndexedDB transaction, and pushed to the server as one transaction.
+        one IndexedDB transaction, and pushed to the server as one transaction. Raises
+        :class:`TransactionTooLargeError`, writing nothing, if they change more than 100
+        documents: DynamoDB could not apply more in one transaction.
         """
         batch = Batch(self)
         yield batch
@@ -391,10 +397,22 @@ class _Applier:
                 writes.put(write.collection, new)
             records[target] = new
             self.results.append(None if new is None else public(new))
+        if self.group is not None:
+            # Before any write is issued: the exception aborts the store transaction.
+            self._check_size(entries)
         self.clock = stamp
         writes.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
         writes.issue(tx)
         self.counts = _count_outbox(tx)  # after the writes: the status they lead to
+
+    def _check_size(self, entries: dict[tuple[str, Key], list[Entry]]) -> None:
+        """Refuse a transaction that its push could never send (see MAX_TRANSACTION_DOCUMENTS)."""
+        # Count what the push sends: the group's entries once the writes folded (several
+        # writes to a document make one entry; a cancelled one, none). A document's
+        # entry of this transaction, if any, is its last.
+        changed = sum(1 for p in entries.values() if p and p[-1]["group"] == self.group)
+        if changed > MAX_TRANSACTION_DOCUMENTS:
+            raise TransactionTooLargeError(changed, MAX_TRANSACTION_DOCUMENTS)
 
     def _new_record(self, write: _Write, current: dict[str, Any] | None) -> dict[str, Any] | None:
         edit = write.edit

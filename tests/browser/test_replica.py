@@ -63,6 +63,47 @@ async def test_transaction_is_atomic_in_indexeddb(selenium):
 
 
 @run_in_pyodide(packages=["pysync"])
+async def test_transaction_size_limit_in_indexeddb(selenium):
+    import pysync
+    from pysync import AppSchema, CollectionSpec
+
+    schema = AppSchema(1, {"a": CollectionSpec(), "b": CollectionSpec()})
+    db = await pysync.connect("browser-tx-limit", "u1", schema)
+    # Exactly 100 documents commit.
+    async with db.transaction() as tx:
+        for i in range(50):
+            tx.put("a", {"id": i})
+            tx.put("b", {"id": i})
+    assert await db["a"].count() == 50
+    assert len(await db.outbox()) == 100
+    # 101 raise, and the IndexedDB transaction is aborted: nothing is written.
+    before = await db.outbox()
+    refused = None
+    try:
+        async with db.transaction() as tx:
+            tx.patch("a", 0, {"x": 1})
+            for i in range(100):
+                tx.put("b", {"id": f"new{i}"})
+    except pysync.TransactionTooLargeError as error:
+        refused = error
+    assert refused is not None, "a transaction of 101 documents committed"
+    assert (refused.documents, refused.limit) == (101, 100)
+    assert await db["a"].get(0) == {"id": 0}
+    assert await db["b"].count() == 50
+    assert await db.outbox() == before
+    # 150 writes to 100 documents commit.
+    async with db.transaction() as tx:
+        for i in range(100):
+            tx.put("a", {"id": f"c{i}", "n": 0})
+        for i in range(50):
+            tx.increment("a", f"c{i}", "n")
+    assert await db["a"].get("c0") == {"id": "c0", "n": 1}
+    assert len(await db.outbox()) == 200
+    db.close()
+    await pysync.delete_indexeddb("pysync:browser-tx-limit:u1")
+
+
+@run_in_pyodide(packages=["pysync"])
 async def test_live_query_and_migration_in_indexeddb(selenium):
     import asyncio
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -171,6 +172,49 @@ async def test_transaction_commits_all_or_nothing(replica: pysync.Replica) -> No
             tx.put("todos", {"id": "t3"})
             raise RuntimeError("app changed its mind")
     assert await replica["todos"].get("t3") is None
+
+
+async def test_a_transaction_changes_at_most_100_documents(replica: pysync.Replica) -> None:
+    todos, lists = replica["todos"], replica["lists"]
+    await todos.put({"id": "before"})
+    # Exactly 100 documents, over two collections: one push, so it commits.
+    async with replica.transaction() as tx:
+        for i in range(60):
+            tx.put("todos", {"id": f"t{i}", "n": i})
+        for i in range(40):
+            tx.put("lists", {"id": f"l{i}"})
+    assert await todos.count() == 61
+    assert await lists.count() == 40
+    assert len(await replica.outbox()) == 101
+
+    # 101 documents: refused before anything is written.
+    outbox, clock = await replica.outbox(), await replica.store.get("_meta", "clock")
+    with pytest.raises(pysync.TransactionTooLargeError, match="at most 100") as raised:
+        async with replica.transaction() as tx:
+            tx.patch("todos", "t0", {"title": "changed"})
+            for i in range(100):
+                tx.put("lists", {"id": f"new{i}"})
+    assert (raised.value.documents, raised.value.limit) == (101, 100)
+    assert isinstance(raised.value, pysync.PysyncError)
+    assert await todos.get("t0") == {"id": "t0", "n": 0}
+    assert await lists.count() == 40
+    assert await replica.outbox() == outbox
+    assert await replica.store.get("_meta", "clock") == clock
+    assert replica.status.pending == 101
+
+    # Documents count once however often they change, and only when they do change.
+    async with replica.transaction() as tx:
+        for i in range(100):
+            tx.put("todos", {"id": f"u{i}", "n": i})
+        for i in range(50):
+            tx.increment("todos", f"u{i}", "n")
+        tx.put("todos", {"id": "gone"})
+        tx.delete("todos", "gone")  # created and deleted here: nothing to push
+        tx.delete("lists", "never-existed")  # nothing to delete, nothing to push
+    assert (await todos.get("u7") or {})["n"] == 8
+    assert await todos.get("gone") is None
+    groups = Counter(e["group"] for e in await replica.outbox())
+    assert sorted(groups.values())[-2:] == [100, 100]
 
 
 async def test_clock_is_monotonic_across_reopen_and_backwards_time() -> None:
