@@ -70,23 +70,36 @@ class BrowserPlatform:
         return stop
 
     def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
+        import asyncio
+
         import js
         from pyodide.ffi import create_proxy
 
         source = js.EventSource.new(url)
-        # The browser reconnects by itself, resuming after the last event id.
+        # After a dropped connection the browser reconnects by itself (same URL,
+        # resuming after the last event id); after an HTTP error it gives up.
         handlers = {
             kind: create_proxy(lambda event, kind=kind: on_event(kind, str(event.data)))
-            for kind in ("message", "ready")
+            for kind in ("message", "ready", "expired")
         }
+        handlers["error"] = create_proxy(
+            lambda _event: on_event(
+                "error", "closed" if source.readyState == js.EventSource.CLOSED else "reconnecting"
+            )
+        )
         for kind, handler in handlers.items():
             source.addEventListener(kind, handler)
+
+        def release() -> None:
+            for handler in handlers.values():
+                handler.destroy()
 
         def stop() -> None:
             source.close()
             for kind, handler in handlers.items():
                 source.removeEventListener(kind, handler)
-                handler.destroy()
+            # stop() may run inside one of these handlers: destroy them afterwards.
+            asyncio.get_event_loop().call_soon(release)
 
         return stop
 

@@ -54,7 +54,14 @@ class Platform(Protocol):
         ...
 
     def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
-        """Listen to Server-Sent Events at ``url``: ``on_event(type, data)``, reconnecting."""
+        """Open an ``EventSource`` on ``url``; the returned function closes it.
+
+        ``on_event(type, data)`` receives unnamed events as ``"message"``, the
+        named events ``"ready"`` and ``"expired"``, and every error as
+        ``("error", "reconnecting")`` when the browser will reconnect by itself
+        (a dropped connection) or ``("error", "closed")`` when it gave up for
+        good (``readyState`` CLOSED: an HTTP error such as 401).
+        """
         ...
 
     def on_online_change(self, callback: Callable[[bool], None]) -> Unsubscribe:

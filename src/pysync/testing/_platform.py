@@ -6,6 +6,7 @@ import asyncio
 import copy
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from .._platform import Unsubscribe
 from .._store import Database, MemoryStorage, Schema
@@ -28,18 +29,27 @@ class MemoryBrowser:
         self._holders: dict[str, MemoryTab] = {}
         self._queues: dict[str, list[tuple[MemoryTab, Callable[[], None]]]] = {}
         self._online_listeners: list[Callable[[bool], None]] = []
-        self.event_sources: dict[str, list[Callable[[str, str], None]]] = {}
+        #: Every event source a tab opened, oldest first (closed ones included).
+        self.event_sources: list[MemoryEventSource] = []
 
     def tab(self) -> MemoryTab:
         """A new tab."""
         return MemoryTab(self)
 
+    def open_event_sources(self, url_prefix: str = "") -> list[MemoryEventSource]:
+        """The sources still open whose URL starts with ``url_prefix``."""
+        return [s for s in self.event_sources if s.open and s.url.startswith(url_prefix)]
+
     def emit(self, url_prefix: str, kind: str, data: str) -> None:
-        """Deliver a Server-Sent Event to every source whose URL starts with ``url_prefix``."""
-        for url, listeners in list(self.event_sources.items()):
-            if url.startswith(url_prefix):
-                for listener in list(listeners):
-                    listener(kind, data)
+        """Deliver a Server-Sent Event to every open source whose URL starts with ``url_prefix``."""
+        for source in self.open_event_sources(url_prefix):
+            source.deliver(kind, data)
+
+    def fail_event_sources(self, url_prefix: str = "") -> None:
+        """Make the matching open sources give up, as after an HTTP error (401, 503 …)."""
+        for source in self.open_event_sources(url_prefix):
+            source.open = False
+            source.on_event("error", "closed")
 
     def set_online(self, online: bool) -> None:
         """Simulate the network going away or coming back."""
@@ -97,6 +107,26 @@ class _Channel:
             self.browser._channels[self.name].remove(self)
 
 
+class MemoryEventSource:
+    """One ``EventSource`` a tab opened: it gets events while open (until closed or failed)."""
+
+    def __init__(self, url: str, on_event: Callable[[str, str], None]) -> None:
+        self.url, self.on_event = url, on_event
+        self.open = True
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query parameters of its URL (``scope``, ``token``, ``after`` …)."""
+        return dict(parse_qsl(urlsplit(self.url).query))
+
+    def deliver(self, kind: str, data: str) -> None:
+        if self.open:
+            self.on_event(kind, data)
+
+    def close(self) -> None:
+        self.open = False
+
+
 class MemoryTab:
     """One tab of a :class:`MemoryBrowser` (a :class:`~pysync._platform.Platform`)."""
 
@@ -128,9 +158,10 @@ class MemoryTab:
         return lambda: listeners.remove(callback) if callback in listeners else None
 
     def event_source(self, url: str, on_event: Callable[[str, str], None]) -> Unsubscribe:
-        listeners = self.browser.event_sources.setdefault(url, [])
-        listeners.append(on_event)
-        return lambda: listeners.remove(on_event) if on_event in listeners else None
+        source = MemoryEventSource(url, on_event)
+        self.browser.event_sources.append(source)
+        self._stops.append(source.close)
+        return source.close
 
     def crash(self) -> None:
         """Close the tab abruptly: its locks are released and its channels go quiet."""
