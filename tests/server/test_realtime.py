@@ -202,6 +202,11 @@ async def test_resume_from_last_event_id_or_after(stack: Stack, ddb: Any) -> Non
         assert [e["seq"] for e in await events.changes(1)] == [6]  # live
     async with subscribe(stack.url, scope, bearer, after="0") as (events, ready):
         assert [e["seq"] for e in await events.changes(6)] == [1, 2, 3, 4, 5, 6]
+    # A browser's automatic reconnect keeps the URL (and its ?after=) and sends
+    # Last-Event-ID: the header, which is further along, wins.
+    async with subscribe(stack.url, scope, bearer, after="1", last_event_id="4") as (events, ready):
+        assert (ready["after"], ready["id"]) == (4, 4)
+        assert [e["seq"] for e in await events.changes(2)] == [5, 6]
 
 
 async def test_another_replica_serves_realtime_by_tailing_the_changelog(

@@ -13,9 +13,9 @@
 
     : ping                                    (every ``sse_heartbeat`` seconds)
 
-Entries come in seq order without gaps, starting after ``?after=<seq>``, the
-``Last-Event-ID`` header (so an ``EventSource`` reconnect resumes where it
-stopped) or, by default, the head at subscribe time.
+Entries come in seq order without gaps, starting after the ``Last-Event-ID``
+header (so an ``EventSource`` reconnect resumes where it stopped, even when its
+URL says ``after``), ``?after=<seq>`` or, by default, the head at subscribe time.
 
 Each proxy process keeps one :class:`ChangeFeed`. For every scope that has
 subscribers it tails the changelog: entries appended by the consumer in this
@@ -355,7 +355,9 @@ class ChangesEndpoint:
             },
             principal.scopes,
         )
-        raw_after = request.query_params.get("after") or request.headers.get("last-event-id")
+        # Last-Event-ID first: on a browser's automatic reconnect the URL still holds
+        # the ``after`` it was opened with, and the header says how far it got since.
+        raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
         if raw_after is None or raw_after == "":
             return principal, scope, None
         if not raw_after.isdigit() or len(raw_after) > 18:
