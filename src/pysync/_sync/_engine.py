@@ -7,12 +7,17 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .._merge import Strategy
 from .._remote import Remote, RemoteError
-from .._replica import Replica
+from .._replica import Replica, Status
+from ._feed import RealtimeFeed
 from ._pull import Puller, PullReport
 from ._push import Pusher, PushReport
+
+#: Realtime entries kept while a sync holds the lock; beyond, a catch-up pull reads them.
+INBOX_LIMIT = 500
 
 
 @dataclass
@@ -53,7 +58,11 @@ class Sync:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep
-        self._stop_listen: Callable[[], None] | None = None
+        self._feed: RealtimeFeed | None = None
+        #: Realtime entries (seq, changelog item) waiting to be applied, in arrival order.
+        self._inbox: list[tuple[int, dict[str, Any]]] = []
+        self._applying: asyncio.Future[None] | None = None
+        self._status = replica.status
 
     async def push(self) -> PushReport:
         """Push every pending change (conflicts are merged and pushed again)."""
@@ -101,39 +110,109 @@ class Sync:
     def start(self, interval: float = 5.0) -> None:
         """Sync in the background while this tab is the leader and online.
 
-        Local writes and :meth:`notify` wake it at once; otherwise it runs every
-        ``interval`` seconds. Errors go to ``replica.status.last_error``.
+        Local writes (and the other tabs'), a change of leadership or
+        connectivity, and :meth:`notify` wake it at once, also when they happen
+        during a sync; otherwise it runs every ``interval`` seconds. Errors go to
+        ``replica.status.last_error``.
         """
         if self._task is None:
-            self._stop_watch = self.replica.on_status(lambda _status: self._wake.set())
+            self._status = self.replica.status
+            self._stop_watch = self.replica.on_status(self._status_changed)
             self._task = asyncio.ensure_future(self._loop(interval))
 
-    def listen(self, url: str, token: str) -> None:
+    def _status_changed(self, status: Status) -> None:
+        # Not every change: a sync's own (syncing, progress, pending going down)
+        # would wake the next round for nothing.
+        before, self._status = self._status, status
+        if (
+            status.leader != before.leader
+            or status.online != before.online
+            or status.pending > before.pending
+        ):
+            self.notify()
+
+    def listen(self, url: str, token: Callable[[], str] | str) -> None:
         """Follow the proxy's realtime feed (``GET /changes``) while syncing in the background.
 
-        An event whose seq is the cursor + 1 is applied at once; anything else
-        (a gap, a reconnect's ``ready``) triggers a catch-up pull. The changelog
+        ``token`` is the bearer token or a function returning a current one: it is
+        called for each (re)open. When the token expires (the server says
+        ``expired``) or the feed is refused for good (401, 403, 429, 503), the
+        feed is reopened with a fresh token after a short jittered delay that
+        grows with repeated failures, resuming after the cursor.
+
+        Events whose seqs continue the cursor are applied at once, in seq order
+        (waiting for a sync in progress to finish); older ones are ignored; a
+        gap, or any stream's ``ready``, triggers a catch-up pull. The changelog
         stays the truth: realtime only makes changes arrive sooner.
         """
-        from urllib.parse import urlencode
+        self._stop_feed()
+        self._feed = RealtimeFeed(
+            self.replica.platform,
+            url,
+            {"scope": self.scope},
+            token if callable(token) else (lambda: token),
+            self._resume_after,
+            self._on_event,
+            lambda error: self.replica._set_status(last_error=f"realtime: {error!r}"),
+            self._sleep,
+        )
+        self._feed.start()
 
-        query = urlencode({"scope": self.scope, "token": token})
-        self._stop_listen = self.replica.platform.event_source(f"{url}?{query}", self._on_event)
+    @property
+    def realtime_connected(self) -> bool:
+        """Whether the realtime feed is up (its stream said ``ready`` and has not failed)."""
+        return self._feed is not None and self._feed.connected
+
+    async def _resume_after(self) -> int | None:
+        return None if self.replica.closed else await self.puller.cursor()
 
     def _on_event(self, kind: str, data: str) -> None:
-        task = asyncio.ensure_future(self._realtime(kind, data))
-        task.add_done_callback(self.replica._report)
+        if kind == "ready":  # a new or resumed stream: catch up with what came before it
+            self.notify()
+            return
+        if kind != "message":
+            return
+        try:
+            message = json.loads(data)
+            seq, entry = int(message["seq"]), message["entry"]
+        except (ValueError, KeyError, TypeError):
+            self.notify()
+            return
+        if len(self._inbox) >= INBOX_LIMIT:  # a long sync holds the lock: a pull catches up
+            self._inbox.clear()
+            self.notify()
+            return
+        self._inbox.append((seq, entry))
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.ensure_future(self._apply_realtime())
+            self._applying.add_done_callback(self.replica._report)
 
-    async def _realtime(self, kind: str, data: str) -> None:
-        message = json.loads(data)
-        entry = message.get("entry")
-        if kind == "message" and entry is not None and not self._lock.locked():
-            async with self._lock:
+    async def _apply_realtime(self) -> None:
+        """Apply the waiting realtime entries that continue the cursor, in seq order."""
+        async with self._lock:  # after a sync in progress: it may have pulled them already
+            while self._inbox and not self.replica.closed:
+                events = sorted(self._inbox, key=lambda event: event[0])
+                self._inbox.clear()
                 cursor = await self.puller.cursor()
-                if cursor is not None and int(message["seq"]) == cursor + 1:
-                    await self.puller.apply_entries([entry])
+                if cursor is None:  # never synced: the first pull does a base sync
+                    self._inbox.clear()
+                    self.notify()
                     return
-        self.notify()
+                run: list[dict[str, Any]] = []
+                for seq, entry in events:
+                    if seq <= cursor + len(run):
+                        continue  # a duplicate, or pulled already
+                    if seq > cursor + len(run) + 1:
+                        self._inbox.clear()  # the catch-up pull reads these too
+                        self.notify()
+                        break
+                    run.append(entry)
+                if run:
+                    try:
+                        await self.puller.apply_entries(run)
+                    except Exception:
+                        self.notify()
+                        raise
 
     def notify(self) -> None:
         """Something changed (a realtime event, coming back online): sync soon."""
@@ -142,6 +221,8 @@ class Sync:
     async def _loop(self, interval: float) -> None:
         failures = 0
         while True:
+            # Cleared before the sync: a notify() during it starts another round.
+            self._wake.clear()
             status = self.replica.status
             if status.leader and status.online and not self.replica.closed:
                 try:
@@ -149,16 +230,19 @@ class Sync:
                     failures = 0
                 except RemoteError:
                     failures += 1
-            self._wake.clear()
             delay = interval if failures == 0 else min(60.0, interval * 2**failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
+    def _stop_feed(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+            self._feed = None
+        self._inbox.clear()
+
     def stop(self) -> None:
-        """Stop background syncing and the realtime feed."""
-        if self._stop_listen is not None:
-            self._stop_listen()
-            self._stop_listen = None
+        """Stop background syncing and the realtime feed (and a pending reopen of it)."""
+        self._stop_feed()
         if self._task is not None:
             self._task.cancel()
             self._stop_watch()
