@@ -5,12 +5,17 @@ An entry describes one record's pending change::
     {"n": 17, "mid": "…", "collection": "todos", "id": "a", "op": "put" | "patch" | "delete",
      "value": {...} (put), "set": {...}, "inc": {...} (patch),
      "base": {...} | None, "base_v": 3 | None, "new": bool, "hlc": "…",
-     "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None}
+     "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None,
+     "since": 41 (once sent), "merged": bool (a conflict's result)}
 
 ``base`` is the record as the server had it when the first folded edit was made
 (the common ancestor of a three-way merge) and ``base_v`` its version; ``new``
 says the record did not exist anywhere but here. ``group`` ties the entries of
-one multi-record transaction together.
+one multi-record transaction together. ``since`` is the changelog cursor when
+the entry was first sent: its write cannot appear in the changelog before it.
+``merged`` marks the put that a conflict's merge queued: its ``inc`` keeps this
+device's deltas (already in ``value``), which another conflict re-applies to
+the server's newer value, so an increment survives any number of conflicts.
 
 Folding rules (only into an entry still ``pending``; never into one in flight,
 whose edit must be pushed again on top of the version its push creates):
@@ -49,7 +54,7 @@ def fold(entry: Entry, edit: Edit, hlc: str) -> Entry | None:
             return None
         out.update(op="delete", value=None, set={}, inc={})
     elif edit.op == "put":
-        out.update(op="put", value=edit.value, set={}, inc={})
+        out.update(op="put", value=edit.value, set={}, inc={}, merged=False)
     elif entry["op"] == "patch":
         sets = {**entry["set"], **edit.set}
         incs = {k: v for k, v in entry["inc"].items() if k not in edit.set}
@@ -62,6 +67,11 @@ def fold(entry: Entry, edit: Edit, hlc: str) -> Entry | None:
     else:  # a patch after a put: still a put, of the patched value
         assert entry["value"] is not None, "a patch needs an existing record"
         out.update(value=apply_patch(entry["value"], edit.set, edit.inc))
+        if entry.get("merged"):  # a conflict's result keeps its deltas apart (see ``merged``)
+            incs = {k: v for k, v in entry["inc"].items() if k not in edit.set}
+            for name, delta in edit.inc.items():
+                incs[name] = incs.get(name, 0) + delta
+            out.update(inc=incs)
     return out
 
 

@@ -185,3 +185,75 @@ def test_realtime_feed_brings_changes_without_polling(browser: Browser, server_u
     finally:
         a.context.close()
         b.context.close()
+
+
+def test_a_landed_write_whose_reply_was_lost_is_not_redone_after_others_wrote_over_it(
+    browser: Browser, server_url: str, direct_dynamodb: Any
+) -> None:
+    user = f"e2e-lost-{uuid.uuid4().hex[:8]}"
+    token = issue_token(DEV_JWT_SECRET, user)
+    a = device(browser, server_url, user, token)
+    b = device(browser, server_url, user, token)
+    try:
+        a.run('await todos.put({"id": "t", "n": 0, "tag": "-"}); await sync.sync(); None')
+        assert b.run('await sync_until(lambda: todos.get("t"))') is True
+        a.run('await todos.patch("t", {"tag": "A"}); await todos.increment("t", "n", 1)')
+
+        # The proxy applies A's write, its reply never arrives, and A stays cut off.
+        landed: list[str] = []
+
+        def cut_off(route: Any) -> None:
+            if not landed and route.request.headers.get("x-amz-target", "").endswith("UpdateItem"):
+                landed.append(route.fetch().text())
+            route.abort("connectionreset")
+
+        a.context.route("**/dynamodb", cut_off)
+        failed = a.run(
+            """
+            try:
+                await sync.push()
+                error = None
+            except pysync.RemoteError as e:
+                error = e.code
+            error
+            """
+        )
+        assert failed == "NetworkError"
+        assert len(landed) == 1
+
+        # B sees A's write and adds to it: the item moves past A's version.
+        b.run(
+            """
+            async def a_landed():
+                return (await todos.get("t"))["n"] == 1
+            assert await sync_until(a_landed)
+            await todos.increment("t", "n", 2)
+            report = await sync.sync()
+            """
+        )
+        a.context.unroute("**/dynamodb")
+        a.run(
+            """
+            report = await sync.sync()
+            assert report.push.conflicts == 0, report
+            assert await db.outbox() == []
+            """
+        )
+        item = direct_dynamodb.get_item(
+            TableName="pysync",
+            Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#t"}},
+            ConsistentRead=True,
+        )["Item"]
+        assert item["n"] == {"N": "3"}  # A's +1 once, B's +2
+        assert item["tag"] == {"S": "A"}
+        assert item["_v"] == {"N": "3"}  # created, A's write, B's write: nothing redone
+        converged = """
+            async def converged():
+                return await todos.get("t") == {"id": "t", "n": 3, "tag": "A"}
+            await sync_until(converged)
+            """
+        assert a.run(converged) is True
+        assert b.run(converged) is True
+    finally:
+        a.context.close()
+        b.context.close()

@@ -26,8 +26,7 @@ nothing. Then:
 (e) nothing is left in any outbox.
 
 The sync-engine bugs these tests found are reproduced one by one at the end of
-this module (strict xfails). While one is open, :data:`OPEN_BUGS` keeps the
-random programs away from its trigger, so that they go on checking the rest.
+this module, as regression tests.
 """
 
 from __future__ import annotations
@@ -57,17 +56,6 @@ FIELDS = ("x", "y")
 WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems")
 START_MS = 1_800_000_000_000
 SYSTEM = ("pk", "sk", "_v", "_hlc", "_c", "_m", "_del", "_ttl")
-
-#: Sync-engine bugs found here and not fixed yet (each has a strict xfail below; when its
-#: fix lands the xfail passes and fails the suite: then set its flag to False here).
-#: ``PYSYNC_ASSUME_FIXED=all`` (or a comma-separated list) lifts the guards, to explore.
-OPEN_BUGS = {
-    # (bug 4b, test_bug4b_a_discard_restores_a_stale_base: programs never discard)
-    "landed_then_overwritten": True,  # test_bug5_a_landed_write_overwritten_since_is_redone
-}
-_fixed = os.environ.get("PYSYNC_ASSUME_FIXED", "")
-for _name in OPEN_BUGS if _fixed == "all" else filter(None, _fixed.split(",")):
-    OPEN_BUGS[_name] = False
 
 
 async def no_sleep(_: float) -> None:
@@ -125,16 +113,7 @@ STEP_WEIGHTS = {
 }
 #: Replies lost in a row: 1 (the retry learns the outcome at once) or 8 (the push gives up
 #: with its write landed, and learns the outcome only later).
-LOST_REPLIES = (1,) if OPEN_BUGS["landed_then_overwritten"] else (1, 8)
-
-
-def armed(device: Device, kind: str) -> bool:
-    """Whether a fault of ``kind`` waits on the device's connection.
-
-    While ``landed_then_overwritten`` is open, a lost reply never meets a refusal or a
-    burst: the retry that follows it must learn at once that the write landed.
-    """
-    return any(armed_kind == kind for armed_kind, _ in device.remote.armed())
+LOST_REPLIES = (1, 8)
 
 
 def make_step(
@@ -322,18 +301,15 @@ async def step(world: World, op: tuple[str, Any, Any]) -> None:
             world.log.append(f"  -> {error!r}")
     elif kind == "lose_replies":  # the write lands, its reply (and n - 1 more) do not
         assert device is not None
-        if not (OPEN_BUGS["landed_then_overwritten"] and armed(device, "fail")):
-            device.remote.lose_replies(arg, operations=WRITES)
+        device.remote.lose_replies(arg, operations=WRITES)
     elif kind == "burst":
         assert device is not None
-        if not (OPEN_BUGS["landed_then_overwritten"] and armed(device, "lose")):
-            error = RemoteError("ServiceUnavailable", "burst", 503, {})
-            device.remote.fail_next(arg, error)
+        error = RemoteError("ServiceUnavailable", "burst", 503, {})
+        device.remote.fail_next(arg, error)
     elif kind == "refuse":  # a permanent refusal: the change waits as rejected
         assert device is not None
-        if not (OPEN_BUGS["landed_then_overwritten"] and armed(device, "lose")):
-            refusal = RemoteError("ValidationException", "refused", 400, {})
-            device.remote.fail_next(1, refusal, operations=WRITES)
+        refusal = RemoteError("ValidationException", "refused", 400, {})
+        device.remote.fail_next(1, refusal, operations=WRITES)
     elif kind == "retry":
         assert device is not None
         await retry_rejected(device)
@@ -647,12 +623,6 @@ async def test_bug4b_a_discard_restores_a_stale_base(make_device: Any) -> None:
     assert await a.replica["docs"].get("d") == {"id": "d", "x": 1, "y": 3}  # no y
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 5: a write that landed without its reply, then was written over by another "
-    "device, fails its retry's condition with another mutation id: it is taken for a "
-    "conflict and applied again (an increment twice)",
-)
 async def test_bug5_a_landed_write_overwritten_since_is_redone(make_device: Any) -> None:
     db = MemoryDynamo()
     a, b = await make_device(db), await make_device(db)

@@ -50,10 +50,16 @@ class Sync:
         self.replica = replica
         self.scope = scope or f"u#{replica.user}"
         per_collection = dict(strategies or {})
-        self.pusher = Pusher(
-            replica, remote, table, self.scope, lambda c: per_collection.get(c, strategy), sleep
-        )
         self.puller = Puller(replica, remote, table, self.scope)
+        self.pusher = Pusher(
+            replica,
+            remote,
+            table,
+            self.scope,
+            lambda c: per_collection.get(c, strategy),
+            self.puller,
+            sleep,
+        )
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -7,14 +7,17 @@ Invariants:
   anything at or below it.
 * A record with a pending outbox entry is never overwritten: its push will meet
   the server's version as a conflict and merge it.
-* A first ``seq`` above ``cursor + 1`` means the entries in between expired: the
-  replica does a base sync (a paginated read of the whole scope, then catch-up).
+* A record is not set back to an older version (``_v``) than it holds: its
+  own acknowledged write may be newer than the entries a pull is reading.
+* A ``seq`` that does not follow the one before (the cursor, then each entry)
+  means entries expired: the replica does a base sync (a paginated read of the
+  whole scope, then catch-up).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +25,19 @@ from .._documents import Key
 from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
 from .._schema import META, with_index_keys
-from .._store import Transaction
-from ._items import document_of, parse_sort_key
+from .._store import KeyRange, Transaction
+from ._items import document_of, parse_sort_key, sort_key
 
 if TYPE_CHECKING:
     from .._remote import Remote
     from .._replica import Replica
 
 PAGE = 500
+#: Items per base-sync request: small pages keep converting and applying one short
+#: (the page stays responsive), and the next page is fetched meanwhile.
+BASE_PAGE = 100
+#: Local records read per slice when looking for the ones a base sync did not see.
+SCAN = 250
 
 
 @dataclass
@@ -101,8 +109,10 @@ class Puller:
                 request["ExclusiveStartKey"] = start
             page = await self.remote.call("Query", request)
             items = page.get("Items", [])
-            if items and int(items[0]["sk"]["N"]) > cursor + 1:
-                # The entries in between expired: rebuild from the data table.
+            seqs = [int(item["sk"]["N"]) for item in items]
+            if seqs != list(range(cursor + 1, cursor + 1 + len(seqs))):
+                # Entries expired (TTL deletes them in no particular order): rebuild
+                # from the data table.
                 cursor = await self.base_sync(report, progress)
                 start = None
                 continue
@@ -125,6 +135,80 @@ class Puller:
         if changes:
             await self.apply(changes, report, cursor=changes[-1].seq)
         return report
+
+    async def landed(self, entry: Entry, version: int | None) -> bool | None:
+        """Whether the outbox ``entry``'s write was applied, by the changelog.
+
+        ``version`` is the record's ``_v`` on the server now (``None``: there is
+        no item). True if an entry of the record after the write was first sent
+        (``since``) carries its mutation id. False if none does and the changelog
+        has reached ``version`` (it holds a record's versions in order, so an
+        earlier write would be there), or the record has not moved past the
+        entry's base. ``None`` while the changelog lags behind the record.
+
+        If entries after ``since`` expired, the answer is lost with them: False,
+        so the write meets the server's version as a recorded conflict.
+        """
+        mid, since = entry["mid"], int(entry.get("since", 0))
+        target = sort_key(entry["collection"], entry["id"])
+        expected = since + 1
+        expired = False
+        async for item in self._entries(since, forward=True):
+            seq = int(item["sk"]["N"])
+            expired = expired or seq != expected
+            expected = seq + 1
+            if item["key"]["S"] != target:
+                continue
+            image = item.get("item", {}).get("M", {})
+            if (item.get("_m") or image.get("_m")) == {"S": mid}:
+                return True
+            if version is not None and _version(item) >= version:
+                return False
+        if version is None or version <= (entry["base_v"] or 0):
+            return False
+        # The record's version may be older than the write: appended by ``since``.
+        async for item in self._entries(since + 1, forward=False):
+            if item["key"]["S"] == target:
+                if _version(item) >= version:
+                    return False
+                break
+        if expected == since + 1:  # nothing after since: not appended yet, or all expired
+            expired = await self._head() > since
+        return False if expired else None
+
+    async def _entries(self, seq: int, *, forward: bool) -> AsyncIterator[dict[str, Any]]:
+        """Changelog entries after ``seq`` (``forward``) or before it, newest first."""
+        start: dict[str, Any] | None = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.changes_table,
+                "KeyConditionExpression": f"pk = :p AND sk {'>' if forward else '<'} :c",
+                "ExpressionAttributeValues": {":p": to_attr(self.scope), ":c": to_attr(seq)},
+                "ConsistentRead": True,
+                "ScanIndexForward": forward,
+                "Limit": PAGE,
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
+            page = await self.remote.call("Query", request)
+            for item in page.get("Items", []):
+                if forward or item["sk"]["N"] != "0":  # not the head item
+                    yield item
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    async def _head(self) -> int:
+        """The changelog's last seq."""
+        got = await self.remote.call(
+            "GetItem",
+            {
+                "TableName": self.changes_table,
+                "Key": {"pk": to_attr(self.scope), "sk": to_attr(0)},
+                "ConsistentRead": True,
+            },
+        )
+        return int(got.get("Item", {}).get("head", {}).get("N", 0))
 
     async def _change(self, item: dict[str, Any]) -> _Change:
         seq = int(item["sk"]["N"])
@@ -152,16 +236,17 @@ class Puller:
         *,
         cursor: int | None,
         force: bool = False,
+        observe: bool = True,
     ) -> None:
         """Apply changes (in seq order) and set the cursor, in one transaction.
 
-        ``force`` (base sync) applies regardless of the records' ``_seq``;
-        ``cursor=None`` leaves the cursor alone.
+        ``force`` (base sync) applies regardless of the records' ``_seq`` and
+        ``_v`` (and does not read them); ``cursor=None`` leaves the cursor alone;
+        ``observe=False`` leaves the clock to the caller.
         """
         known = [c for c in changes if c.collection in self.replica.schema.collections]
         collections = sorted({c.collection for c in known})
         schema = self.replica.schema
-
         skipped: list[int] = []
 
         def set_cursor(tx: Transaction) -> None:
@@ -173,43 +258,66 @@ class Puller:
 
         def body(tx: Transaction) -> None:
             targets = list(dict.fromkeys((c.collection, c.key) for c in known))
-            found = {t: tx.get(t[0], t[1]) for t in targets}
-            pending = tx.lookup(OUTBOX, "by_record", targets) if targets else None
+            keys: dict[str, list[Key]] = {}
+            for collection, key in targets:
+                keys.setdefault(collection, []).append(key)
+            found = None if force else {c: tx.get_many(c, k) for c, k in keys.items()}
 
             def ready(entries: list[list[Entry]]) -> None:
                 waiting = {t for t, group in zip(targets, entries, strict=True) if group}
-                current = {t: r.result for t, r in found.items()}
+                current: dict[tuple[str, Key], dict[str, Any] | None] = {}
+                for collection, records in (found or {}).items():
+                    targets_of = ((collection, k) for k in keys[collection])
+                    current.update(zip(targets_of, records.result, strict=True))
+                # One put_many / delete_many per collection; a later change of a record
+                # replaces an earlier one of the same page.
+                puts: dict[str, dict[Key, dict[str, Any]]] = {c: {} for c in keys}
+                deletes: dict[str, dict[Key, None]] = {c: {} for c in keys}
                 for change in known:
                     target = (change.collection, change.key)
-                    record = current[target]
+                    record = current.get(target)
                     if target in waiting:
                         report.skipped_pending += 1
                         skipped.append(change.seq)
                         continue
-                    if not force and record is not None and record.get("_seq", -1) >= change.seq:
+                    if not force and record is not None and _older(change, record):
                         continue
+                    puts[change.collection].pop(change.key, None)
+                    deletes[change.collection].pop(change.key, None)
                     if change.doc is None:
-                        tx.delete(change.collection, change.key)
+                        deletes[change.collection][change.key] = None
                         current[target] = None
                     else:
                         spec = schema.collections[change.collection]
                         new = with_index_keys(
                             spec, {**change.doc, "_v": change.version, "_seq": change.seq}
                         )
-                        tx.put(change.collection, new)
+                        puts[change.collection][change.key] = new
                         current[target] = new
                     report.applied += 1
+                for collection in keys:
+                    if deletes[collection]:
+                        tx.delete_many(collection, list(deletes[collection]))
+                    if puts[collection]:
+                        tx.put_many(collection, list(puts[collection].values()))
                 set_cursor(tx)
 
-            if pending is None:
-                set_cursor(tx)
+            def counted(pending: int) -> None:
+                # Looking up each record's outbox entries only when there are any.
+                if pending:
+                    tx.lookup(OUTBOX, "by_record", targets).then(ready)
+                else:
+                    ready([[] for _ in targets])
+
+            if targets:
+                tx.count(OUTBOX).then(counted)
             else:
-                pending.then(ready)
+                set_cursor(tx)
 
         await self.replica.store.run([*collections, OUTBOX, META], "readwrite", body)
         self.replica._watchers.changed(collections)
         latest = max((c.hlc for c in known), default="")
-        if latest:
+        if latest and observe:
             await self.replica.observe(latest)
 
     async def base_sync(
@@ -217,42 +325,46 @@ class Puller:
     ) -> int:
         """Rebuild the scope from the data table; returns the cursor it ends at."""
         report.base_sync = True
-        head_item = await self.remote.call(
-            "GetItem",
-            {
-                "TableName": self.changes_table,
-                "Key": {"pk": to_attr(self.scope), "sk": to_attr(0)},
-                "ConsistentRead": True,
-            },
-        )
-        head = int(head_item.get("Item", {}).get("head", {}).get("N", 0))
+        head = await self._head()
         seen: set[tuple[str, Key]] = set()
-        start: dict[str, Any] | None = None
-        while True:
+        latest = ""
+
+        def query(start: dict[str, Any] | None) -> asyncio.Future[dict[str, Any]]:
             request: dict[str, Any] = {
                 "TableName": self.table,
                 "KeyConditionExpression": "pk = :p",
                 "ExpressionAttributeValues": {":p": to_attr(self.scope)},
                 "ConsistentRead": True,
+                "Limit": BASE_PAGE,
             }
             if start:
                 request["ExclusiveStartKey"] = start
-            page = await self.remote.call("Query", request)
-            changes = []
-            for item in page.get("Items", []):
-                collection, key = parse_sort_key(item["sk"]["S"])
-                seen.add((collection, key))
-                changes.append(_image_change(collection, key, head, item))
-            report.pages += 1
-            if progress:
-                progress(report.pages)
-            start = page.get("LastEvaluatedKey")
-            if changes:
-                # A snapshot page replaces local state; the cursor moves only at the end.
-                await self.apply(changes, report, cursor=None, force=True)
-            if not start:
-                break
-            await asyncio.sleep(0)  # yield to the page between 1 MB pages
+            return asyncio.ensure_future(self.remote.call("Query", request))
+
+        following: asyncio.Future[dict[str, Any]] | None = query(None)
+        try:
+            while following is not None:
+                page = await following
+                start = page.get("LastEvaluatedKey")
+                # The next page is on its way while this one is applied.
+                following = query(start) if start else None
+                changes = []
+                for item in page.get("Items", []):
+                    collection, key = parse_sort_key(item["sk"]["S"])
+                    seen.add((collection, key))
+                    changes.append(_image_change(collection, key, head, item))
+                report.pages += 1
+                if progress:
+                    progress(report.pages)
+                if changes:
+                    latest = max(latest, *(c.hlc for c in changes))
+                    # A snapshot page replaces local state; the cursor moves only at the end.
+                    await self.apply(changes, report, cursor=None, force=True, observe=False)
+        finally:
+            if following is not None:
+                following.cancel()
+        if latest:
+            await self.replica.observe(latest)
         await self._drop_unseen(seen, head, report)
         return head
 
@@ -260,7 +372,26 @@ class Puller:
         """Delete local records the server no longer has (unless edits are pending)."""
         doomed: list[_Change] = []
         for collection in self.replica.schema.collections:
-            for record in await self.replica.store.query(collection):
-                if (collection, record["id"]) not in seen:
-                    doomed.append(_Change(collection, record["id"], head, None, None))
+            after: KeyRange | None = None
+            while True:  # in key-ordered slices: no long task over a big store
+                records = await self.replica.store.query(collection, range=after, limit=SCAN)
+                for record in records:
+                    if (collection, record["id"]) not in seen:
+                        doomed.append(_Change(collection, record["id"], head, None, None))
+                if len(records) < SCAN:
+                    break
+                after = KeyRange.at_least(records[-1]["id"], open=True)
         await self.apply(doomed, report, cursor=head, force=True)
+
+
+def _version(entry: dict[str, Any]) -> int:
+    """A changelog entry's ``_v`` (-1 without one: a delete)."""
+    return int(entry.get("_v", {}).get("N", -1))
+
+
+def _older(change: _Change, record: dict[str, Any]) -> bool:
+    """Whether ``record`` already holds ``change`` or something newer."""
+    if record.get("_seq", -1) >= change.seq:
+        return True
+    held = record.get("_v")
+    return change.version is not None and held is not None and change.version < held

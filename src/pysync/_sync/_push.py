@@ -7,6 +7,11 @@ Invariants:
   on the item not existing for a new record. A failed condition whose current
   item carries this mutation's id (``_m``) means an earlier attempt succeeded
   and only its reply was lost: it is acknowledged, not applied twice.
+* A write whose earlier attempt may have landed (its reply was lost, or a 5xx
+  came back) is settled before it is sent again: its item carries its ``_m``,
+  or the changelog holds an entry with it (the write landed, and was written
+  over since), or the changelog has caught up with the item and holds none
+  (it did not land). Until the changelog decides, the entry waits.
 * Any other failed condition is a conflict: it is merged, recorded in
   ``_conflicts`` with both sides, stored locally, and pushed again conditioned
   on the server's version. Nothing is overwritten blindly.
@@ -32,8 +37,12 @@ from ._items import document_of, sort_key
 
 if TYPE_CHECKING:
     from .._replica import Replica
+    from ._pull import Puller
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
+#: Pauses while the changelog has not caught up with a record whose write may have
+#: landed (the consumer appends within milliseconds when it runs).
+CHANGELOG_WAITS = (0.1, 0.4, 1.6, 6.4)
 
 
 @dataclass
@@ -43,6 +52,10 @@ class PushReport:
     pushed: int = 0
     conflicts: int = 0
     rejected: int = 0
+
+
+#: How an entry's write ended: the entry, the server's document and version after it.
+Ack = tuple[Entry, "dict[str, Any] | None", int]
 
 
 def _by_n(entry: Entry) -> int:
@@ -71,6 +84,7 @@ class Pusher:
         table: str,
         scope: str,
         strategy: Callable[[str], Strategy],
+        history: Puller,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_attempts: int = 8,
         window: int = 16,
@@ -80,6 +94,7 @@ class Pusher:
         self.table = table
         self.scope = scope
         self.strategy = strategy
+        self.history = history
         self.sleep = sleep
         self.max_attempts = max_attempts
         self.window = window
@@ -94,10 +109,15 @@ class Pusher:
                 return report
             if progress:
                 progress(report.pushed + 1, max(total, report.pushed + 1))
-            await self._set_state([e for batch in batches for e in batch], INFLIGHT)
+            since = await self.history.cursor() or 0
+            await self._set_inflight([e for batch in batches for e in batch], since)
+            # The writes of one window are acknowledged in one local transaction.
+            acks: list[Ack] = []
             outcomes = await asyncio.gather(
-                *(self._push_batch(batch, report) for batch in batches), return_exceptions=True
+                *(self._push_batch(batch, report, acks) for batch in batches),
+                return_exceptions=True,
             )
+            await self._acked(acks)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -108,9 +128,19 @@ class Pusher:
         Either one transaction group alone, or up to ``window`` single entries of
         different records (sent concurrently: they are independent). A second
         entry of a record already in the window waits for the next round, so each
-        record's changes still land in order.
+        record's changes still land in order. The oldest ``window * 4`` entries
+        usually decide; the whole outbox is read only when they cannot (a group,
+        or many rejected entries), so a long outbox is not read once per round.
         """
-        entries = await self.replica.store.query(OUTBOX)
+        limit = self.window * 4
+        entries = await self.replica.store.query(OUTBOX, limit=limit)
+        batches, decided = self._pick(entries)
+        if not decided and len(entries) == limit:
+            batches, _ = self._pick(await self.replica.store.query(OUTBOX))
+        return batches
+
+    def _pick(self, entries: list[Entry]) -> tuple[list[list[Entry]], bool]:
+        """The next batches from these oldest entries, and whether they sufficed."""
         batches: list[list[Entry]] = []
         records: set[tuple[str, Any]] = set()
         for entry in entries:
@@ -119,19 +149,29 @@ class Pusher:
             group = entry["group"]
             if group is not None:
                 if batches:
-                    break
-                return [[e for e in entries if e["group"] == group and e["state"] != REJECTED]]
+                    return batches, True
+                members = [e for e in entries if e["group"] == group and e["state"] != REJECTED]
+                return [members], False
             record = (entry["collection"], entry["id"])
             if record in records or len(batches) == self.window:
-                break
+                return batches, True
             records.add(record)
             batches.append([entry])
-        return batches
+        return batches, False
 
-    async def _push_batch(self, batch: list[Entry], report: PushReport) -> None:
+    async def _push_batch(self, batch: list[Entry], report: PushReport, acks: list[Ack]) -> None:
+        # An entry still in flight from an earlier push may have landed.
+        uncertain = any(entry["state"] == INFLIGHT for entry in batch)
         for attempt in range(self.max_attempts):
             try:
-                results = await self._send(batch)
+                landed = await self._settle(batch) if uncertain else None
+                if landed is not None:
+                    acks.extend(landed)
+                    report.pushed += len(batch)
+                    return
+                acks.extend(await self._send(batch))
+                report.pushed += len(batch)
+                return
             except RemoteError as error:
                 if error.code == "ConditionalCheckFailedException":
                     await self._conflict(batch[0], error.body.get("Item"), report)
@@ -140,6 +180,8 @@ class Pusher:
                     await self._cancelled(batch, error, report)
                     return
                 if error.retryable:
+                    # A network error or a 5xx may come after the write was applied.
+                    uncertain = uncertain or error.status == 0 or error.status >= 500
                     self.replica._set_status(last_error=str(error))
                     if attempt + 1 == self.max_attempts:
                         raise
@@ -148,10 +190,48 @@ class Pusher:
                     continue
                 await self._reject(batch, error, report)
                 return
-            for entry, server_doc, version in results:
-                await self._acked(entry, server_doc, version)
-            report.pushed += len(batch)
-            return
+
+    async def _settle(self, batch: list[Entry]) -> list[Ack] | None:
+        """The acks of a batch whose write landed before, or ``None`` if it did not.
+
+        Raises a retryable RemoteError while the changelog cannot tell yet.
+        """
+        # A transaction lands whole: its first record tells for all.
+        items = [await self._current(batch[0])]
+        doc, system = document_of(items[0])
+        mid = batch[0]["mid"]
+        if system.get("_m") != mid:
+            version = None if items[0] is None else int(system["_v"])
+            found = await self.history.landed(batch[0], version)
+            for delay in CHANGELOG_WAITS:
+                if found is not None:
+                    break
+                await self.sleep(delay)
+                found = await self.history.landed(batch[0], version)
+            if found is None:
+                raise RemoteError(
+                    "ChangelogBehind",
+                    "waiting for the changelog to tell whether an earlier attempt landed",
+                    503,
+                    {},
+                )
+            if not found:
+                return None
+        items += [await self._current(entry) for entry in batch[1:]]
+        acks: list[Ack] = []
+        for entry, item in zip(batch, items, strict=True):
+            doc, system = document_of(item)
+            acks.append((entry, doc, int(system.get("_v", 0))))
+        return acks
+
+    async def _current(self, entry: Entry) -> dict[str, Any] | None:
+        """The server's item of an entry's record (``None`` if there is none)."""
+        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+        got = await self.remote.call(
+            "GetItem", {"TableName": self.table, "Key": to_item(key), "ConsistentRead": True}
+        )
+        item: dict[str, Any] | None = got.get("Item")
+        return item
 
     # -- requests ---------------------------------------------------------------------
 
@@ -222,7 +302,7 @@ class Pusher:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
-    async def _send(self, batch: list[Entry]) -> list[tuple[Entry, dict[str, Any] | None, int]]:
+    async def _send(self, batch: list[Entry]) -> list[Ack]:
         """Send the batch; the server document and version each entry produced."""
         writes = [self._write(entry) for entry in batch]
         if len(batch) == 1:
@@ -242,14 +322,10 @@ class Pusher:
             "TransactWriteItems",
             {"TransactItems": items, "ClientRequestToken": batch[0]["group"][:36]},
         )
-        out = []
-        for (_, request, version), entry in zip(writes, batch, strict=True):
+        out: list[Ack] = []
+        for (_, _, version), entry in zip(writes, batch, strict=True):
             if version is None:  # an increment: read back the version it made
-                got = await self.remote.call(
-                    "GetItem",
-                    {"TableName": self.table, "Key": request["Key"], "ConsistentRead": True},
-                )
-                doc, system = document_of(got.get("Item"))
+                doc, system = document_of(await self._current(entry))
                 out.append((entry, doc, int(system["_v"])))
             else:
                 out.append((entry, self._written_doc(entry), version))
@@ -278,51 +354,82 @@ class Pusher:
 
         await self.replica.store.run(OUTBOX, "readwrite", body)
 
-    async def _acked(self, entry: Entry, server_doc: dict[str, Any] | None, version: int) -> None:
-        """The write landed as ``version`` (its document ``server_doc``): drop the entry,
-        rebase the edits that follow it."""
-        collection, key = entry["collection"], entry["id"]
-        base_v = entry["base_v"]
-        # An increment alone has no version condition: it may land on writes this replica
-        # has not seen. Then ``version`` holds them and must not be claimed by local edits.
-        foreign = base_v is not None and version != base_v + 1
-        spec = self.replica.schema.collections[collection]
+    async def _set_inflight(self, batch: list[Entry], since: int) -> None:
+        """Mark entries in flight, with the changelog seq their write can only land after.
+
+        ``since`` is kept from the first attempt: it bounds where :meth:`_settle`
+        looks for the write in the changelog.
+        """
 
         def body(tx: Transaction) -> None:
-            record = tx.get(collection, key)
-            others = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
-
-            def done(entries: list[Entry]) -> None:
-                tx.delete(OUTBOX, entry["n"])
-                rest = [e for e in entries if e["n"] != entry["n"]]
-                for follower in rest:
-                    if follower["follows"] == entry["mid"]:
-                        rebased = (
-                            {"base": self._written_doc(entry), "base_v": base_v}
-                            if foreign  # its push meets the unseen writes as a conflict
-                            else {"base": server_doc, "base_v": version}
+            for entry in batch:
+                tx.get(OUTBOX, entry["n"]).then(
+                    lambda found: (
+                        tx.put(
+                            OUTBOX,
+                            {**found, "state": INFLIGHT, "since": found.get("since", since)},
                         )
-                        tx.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
-                current = record.result
-                if not rest:  # nothing else pending: the record is what the server has
-                    if server_doc is None:
-                        tx.delete(collection, key)
-                    else:
-                        seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
-                        record_ = {**server_doc, "_v": version, **seq}
-                        tx.put(collection, with_index_keys(spec, record_))
-                elif current is not None and not foreign:
-                    tx.put(collection, {**current, "_v": version})
+                        if found
+                        else None
+                    )
+                )
 
-            others.then(done)
+        await self.replica.store.run(OUTBOX, "readwrite", body)
 
-        await self.replica.store.run([collection, OUTBOX], "readwrite", body)
+    async def _acked(self, acks: list[Ack]) -> None:
+        """The writes landed: drop their entries, rebase the edits that follow them."""
+        if not acks:
+            return
+        collections = sorted({entry["collection"] for entry, _, _ in acks})
+
+        def body(tx: Transaction) -> None:
+            for entry, server_doc, version in acks:
+                self._ack(tx, entry, server_doc, version)
+
+        await self.replica.store.run([*collections, OUTBOX], "readwrite", body)
+
+    def _ack(
+        self, tx: Transaction, entry: Entry, server_doc: dict[str, Any] | None, version: int
+    ) -> None:
+        """Drop one landed entry (its write made ``version``, holding ``server_doc``)."""
+        collection, key = entry["collection"], entry["id"]
+        base_v = entry["base_v"]
+        # The write may sit under writes this replica has not seen: an increment alone
+        # (no version condition), or a write settled after its reply was lost and
+        # written over since. Then ``version`` holds them and is not local edits' base.
+        foreign = version != (base_v or 0) + 1
+        spec = self.replica.schema.collections[collection]
+        record = tx.get(collection, key)
+        others = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
+
+        def done(entries: list[Entry]) -> None:
+            tx.delete(OUTBOX, entry["n"])
+            rest = [e for e in entries if e["n"] != entry["n"]]
+            for follower in rest:
+                if follower["follows"] == entry["mid"]:
+                    rebased = (
+                        {"base": self._written_doc(entry), "base_v": base_v}
+                        if foreign  # its push meets the unseen writes as a conflict
+                        else {"base": server_doc, "base_v": version}
+                    )
+                    tx.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
+            current = record.result
+            if not rest:  # nothing else pending: the record is what the server has
+                if server_doc is None:
+                    tx.delete(collection, key)
+                else:
+                    seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
+                    tx.put(collection, with_index_keys(spec, {**server_doc, "_v": version, **seq}))
+            elif current is not None and not foreign:
+                tx.put(collection, {**current, "_v": version})
+
+        others.then(done)
 
     async def _conflict(self, entry: Entry, old: dict[str, Any] | None, report: PushReport) -> None:
         remote_doc, system = document_of(old)
         if system.get("_m") == entry["mid"]:
             # Our own earlier attempt landed; only its reply was lost.
-            await self._acked(entry, remote_doc, int(system["_v"]))
+            await self._acked([(entry, remote_doc, int(system["_v"]))])
             report.pushed += 1
             return
         report.conflicts += 1
@@ -349,11 +456,11 @@ class Pusher:
                 merged = merge(
                     entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc
                 )
+                deltas = {k: v for k, v in entry["inc"].items() if k not in entry["set"]}
                 if merged is not None and remote_doc is not None:
                     # Increments commute: re-apply this device's deltas to the server's value.
-                    for name, delta in entry["inc"].items():
-                        if name not in entry["set"]:
-                            merged[name] = remote_doc.get(name, 0) + delta
+                    for name, delta in deltas.items():
+                        merged[name] = remote_doc.get(name, 0) + delta
                 tx.put(
                     CONFLICTS,
                     {
@@ -390,7 +497,10 @@ class Pusher:
                         "op": "delete" if merged is None else "put",
                         "value": merged,
                         "set": {},
-                        "inc": {},
+                        # The merged value holds this device's deltas; they are kept so
+                        # that another conflict re-applies them to that server's value.
+                        "inc": {} if merged is None else deltas,
+                        "merged": merged is not None,
                         "base": remote_doc,
                         "base_v": remote_v,
                         "new": remote_v is None,
@@ -413,18 +523,15 @@ class Pusher:
         if failed and all(document_of(r.get("Item"))[1].get("_m") == e["mid"] for e, r in failed):
             # This very transaction landed before (a retry after its ClientRequestToken
             # expired): all of it did, atomically.
+            acks: list[Ack] = []
             for entry, reason in zip(batch, reasons, strict=False):
                 landed = reason.get("Code") == "ConditionalCheckFailed"
                 item = reason.get("Item") if landed else None
                 if item is None:  # an increment, without a condition on the version
-                    key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
-                    got = await self.remote.call(
-                        "GetItem",
-                        {"TableName": self.table, "Key": to_item(key), "ConsistentRead": True},
-                    )
-                    item = got.get("Item")
+                    item = await self._current(entry)
                 doc, system = document_of(item)
-                await self._acked(entry, doc, int(system["_v"]))
+                acks.append((entry, doc, int(system["_v"])))
+            await self._acked(acks)
             report.pushed += len(batch)
             return
         conflicted = False

@@ -366,6 +366,10 @@ class Changelog:
         }
         if change.item is not None:
             entry["item"] = {"M": change.item}
+            if "S" in change.item.get("_m", {}):
+                # Kept even when the image is dropped (trunc): a client whose write's
+                # reply was lost looks for its mutation id here.
+                entry["_m"] = change.item["_m"]
         if change.version is not None:
             entry["_v"] = {"N": change.version}
         if change.old_version is not None:

@@ -26,7 +26,7 @@ guess. Reserved words are not checked (DynamoDB refuses some bare names).
 It also plays the stream consumer: every write that changes an item of a data
 table appends an entry to ``<table>_changes`` in the changelog's format (head
 item ``sk = 0`` with ``head``; entries ``sk = seq`` with ``key``, ``op``,
-``item``, ``_v``, ``old_v``, ``ts``, ``sseq``), at once, or with
+``item``, ``_v``, ``_m``, ``old_v``, ``ts``, ``sseq``), at once, or with
 ``lagging=True`` only when :meth:`MemoryDynamo.deliver` is called.
 
 Faults, per database or per :meth:`MemoryDynamo.connection`, each for the next
@@ -875,6 +875,8 @@ class MemoryDynamo(_Faults):
             entry["item"] = {"M": _copy(record.new)}
             if "N" in record.new.get("_v", {}):
                 entry["_v"] = {"N": record.new["_v"]["N"]}
+            if "S" in record.new.get("_m", {}):
+                entry["_m"] = {"S": record.new["_m"]["S"]}
         elif record.old is not None and "N" in record.old.get("_v", {}):
             entry["old_v"] = {"N": record.old["_v"]["N"]}
         if self.retention:
