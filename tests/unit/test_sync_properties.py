@@ -668,3 +668,43 @@ async def test_bug7_a_truncated_changelog_entry_deletes_the_record(make_device: 
     assert db.changes(SCOPE)[-1].get("trunc") == {"BOOL": True}
     await b.sync.sync()
     assert await b.replica["docs"].get("big") == {"id": "big", "blob": "x" * 2000}  # None
+
+
+async def test_bug8_a_merged_change_loses_its_increment_in_a_second_conflict(
+    make_device: Any,
+) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db, strategy="server"), await make_device(db)
+    await a.replica["docs"].put({"id": "k", "n": 0, "tag": "-"})
+    await synced(a, b)
+    await a.replica["docs"].patch("k", {"tag": "A"})
+    await a.replica["docs"].increment("k", "n", 1)  # one write, conditioned on the version
+    await b.replica["docs"].patch("k", {"tag": "B"})
+    await b.sync.push()
+
+    async def b_adds(_operation: str, _payload: dict[str, Any]) -> None:
+        await b.replica["docs"].increment("k", "n", 2)
+        await b.sync.sync()
+
+    # a's write conflicts; its merged result, queued as a put, conflicts again with b's +2.
+    a.remote.before_next(b_adds, operations=["PutItem"])
+    await a.sync.push()
+    await synced(a, b)
+    assert server_documents(db)["k"]["n"] == 3  # it was 2: a's +1 was merged away
+
+
+async def test_bug9_a_write_settled_after_its_record_last_changed_waits_forever(
+    make_device: Any,
+) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    await b.replica["docs"].put({"id": "d", "x": 1})
+    await b.replica["docs"].patch("d", {"x": 2})
+    await b.sync.sync()
+    await a.sync.sync()
+    cursor = await a.sync.puller.cursor()
+    assert cursor is not None
+    # An uncertain create of d first sent when d's last change was already in the changelog.
+    entry = {"collection": "docs", "id": "d", "mid": "m-never-sent", "since": cursor}
+    version = int(from_item(db.item(TABLE, SCOPE, "docs#d") or {})["_v"])
+    assert await a.sync.puller.landed({**entry, "base_v": None}, version) is False  # None
