@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -257,3 +258,80 @@ def test_a_landed_write_whose_reply_was_lost_is_not_redone_after_others_wrote_ov
     finally:
         a.context.close()
         b.context.close()
+
+
+def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
+    browser: Browser, server_url: str, direct_dynamodb: Any
+) -> None:
+    user = f"e2e-base-{uuid.uuid4().hex[:8]}"
+    scope = {"S": f"u#{user}"}
+    a = device(browser, server_url, user, issue_token(DEV_JWT_SECRET, user))
+    try:
+        a.run(
+            """
+            async with db.transaction() as tx:
+                for i in range(5):
+                    tx.put("todos", {"id": f"t{i}", "title": f"task {i}", "done": False})
+            report = await sync.sync()
+            """
+        )
+        cursor = a.run("await sync.puller.cursor()")
+
+        # While the device is away, writes bypass the proxy: a new item, an update, a
+        # hard delete.
+        key = {"pk": scope, "sk": {"S": "todos#t1"}}
+        direct_dynamodb.put_item(
+            TableName="pysync",
+            Item={"pk": scope, "sk": {"S": "todos#t9"}, "id": {"S": "t9"}, "_v": {"N": "1"}},
+        )
+        direct_dynamodb.update_item(
+            TableName="pysync",
+            Key=key,
+            UpdateExpression="SET title = :t ADD #v :one",
+            ExpressionAttributeNames={"#v": "_v"},
+            ExpressionAttributeValues={":t": {"S": "changed"}, ":one": {"N": "1"}},
+        )
+        direct_dynamodb.delete_item(TableName="pysync", Key={"pk": scope, "sk": {"S": "todos#t2"}})
+
+        def changelog_after(seq: int) -> list[dict[str, Any]]:
+            return direct_dynamodb.query(
+                TableName="pysync_changes",
+                KeyConditionExpression="pk = :p AND sk > :c",
+                ExpressionAttributeValues={":p": scope, ":c": {"N": str(seq)}},
+                ConsistentRead=True,
+            )["Items"]
+
+        for _ in range(200):  # the stream consumer appends within milliseconds
+            if len(changelog_after(cursor)) >= 3:
+                break
+            time.sleep(0.05)
+        # Then the changelog's TTL removes every entry the device has not read yet.
+        entries = changelog_after(cursor)
+        assert len(entries) == 3
+        for entry in entries:
+            direct_dynamodb.delete_item(
+                TableName="pysync_changes", Key={"pk": entry["pk"], "sk": entry["sk"]}
+            )
+
+        report = a.run(
+            """
+            report = await sync.sync()
+            [report.pull.base_sync, sorted((d["id"], d.get("title")) for d in await docs())]
+            """
+        )
+        items = direct_dynamodb.query(
+            TableName="pysync",
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": scope},
+            ConsistentRead=True,
+        )["Items"]
+        server = sorted(
+            [item["id"]["S"], item["title"]["S"] if "title" in item else None]
+            for item in items
+            if "_del" not in item
+        )
+        assert report == [True, server]
+        assert [doc[0] for doc in server] == ["t0", "t1", "t3", "t4", "t9"]
+        assert ["t1", "changed"] in server
+    finally:
+        a.context.close()

@@ -136,8 +136,10 @@ def make_step(
         return (kind, device, (1, 3, 8)[number % 3])
     if kind == "clock":
         return (kind, device, (number - 5) * 1000)
-    if kind in ("deliver", "expire"):
+    if kind == "deliver":
         return (kind, None, number % 4 + 1)
+    if kind == "expire":  # keep the newest 0 to 3 entries
+        return (kind, None, number % 4)
     return (kind, None, None)
 
 
@@ -328,7 +330,7 @@ async def step(world: World, op: tuple[str, Any, Any]) -> None:
         world.db.deliver(arg)
     elif kind == "expire":
         head = world.db.item(f"{TABLE}_changes", SCOPE, 0) or {"head": {"N": "0"}}
-        world.db.drop_changes(SCOPE, below=max(1, int(head["head"]["N"]) - arg))
+        world.db.drop_changes(SCOPE, below=int(head["head"]["N"]) + 1 - arg)
     elif kind == "forget_tokens":
         world.db.forget_tokens()
 
@@ -708,3 +710,16 @@ async def test_bug9_a_write_settled_after_its_record_last_changed_waits_forever(
     entry = {"collection": "docs", "id": "d", "mid": "m-never-sent", "since": cursor}
     version = int(from_item(db.item(TABLE, SCOPE, "docs#d") or {})["_v"])
     assert await a.sync.puller.landed({**entry, "base_v": None}, version) is False  # None
+
+
+async def test_bug10_a_changelog_expired_up_to_its_head_goes_unnoticed(make_device: Any) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    await synced(a, b)
+    await b.replica["docs"].put({"id": "d", "x": 1})
+    await b.sync.sync()
+    head = int((db.item(f"{TABLE}_changes", SCOPE, 0) or {})["head"]["N"])
+    db.drop_changes(SCOPE, below=head + 1)  # every entry a has not read expired
+    report = await a.sync.pull()
+    assert report.base_sync  # it found nothing after its cursor and stopped there
+    assert await a.replica["docs"].get("d") == {"id": "d", "x": 1}

@@ -96,6 +96,9 @@ class Puller:
         cursor = await self.cursor()
         if cursor is None:
             cursor = await self.base_sync(report, progress)
+        # Every entry up to the head read now exists unless it expired: the consumer
+        # writes the head and its entries in one transaction.
+        head = await self._head()
         start: dict[str, Any] | None = None
         while True:
             request: dict[str, Any] = {
@@ -110,10 +113,12 @@ class Puller:
             page = await self.remote.call("Query", request)
             items = page.get("Items", [])
             seqs = [int(item["sk"]["N"]) for item in items]
-            if seqs != list(range(cursor + 1, cursor + 1 + len(seqs))):
+            start = page.get("LastEvaluatedKey")
+            last = seqs[-1] if seqs else cursor
+            if seqs != list(range(cursor + 1, last + 1)) or (not start and last < head):
                 # Entries expired (TTL deletes them in no particular order): rebuild
                 # from the data table.
-                cursor = await self.base_sync(report, progress)
+                cursor = head = await self.base_sync(report, progress)
                 start = None
                 continue
             changes = [await self._change(item) for item in items]
@@ -123,7 +128,6 @@ class Puller:
                     progress(report.pages)
                 await self.apply(changes, report, cursor=changes[-1].seq)
                 cursor = changes[-1].seq
-            start = page.get("LastEvaluatedKey")
             if not start:
                 return report
             await asyncio.sleep(0)  # let the page breathe between pages
