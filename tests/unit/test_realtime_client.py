@@ -312,3 +312,33 @@ async def test_a_notify_or_a_local_write_during_a_sync_starts_another_round(
     await until(lambda: b.replica.status.pending == 0 and b.pulls() == 5)
     db: MemoryDynamo = b.remote.db
     assert db.item("pysync", SCOPE, "docs#w") is not None
+
+
+async def test_only_the_leader_tab_applies_the_feed(devices: Any, db: MemoryDynamo) -> None:
+    a, b = await devices(), await devices()
+    # A second tab of b's browser: same storage, same cursor.
+    tab = await pysync.connect("app", USER, SCHEMA, platform=b.browser.tab())
+    follower = Sync(tab, db.connection(), sleep=Sleeper())
+    try:
+        await b.sync.sync()
+        await until(lambda: b.replica.status.leader and not tab.status.leader)
+        applied: list[int] = []
+        apply_entries = follower.puller.apply_entries
+
+        async def counted(items: list[dict[str, Any]]) -> Any:
+            applied.append(len(items))
+            return await apply_entries(items)
+
+        follower.puller.apply_entries = counted  # type: ignore[method-assign]
+        b.sync.listen(URL, "token")
+        follower.listen(URL, "token")
+        await until(lambda: len(b.browser.open_event_sources(URL)) == 2)
+        await write(a, "x")
+        for source in reversed(b.browser.open_event_sources(URL)):  # the follower's first
+            source.deliver("message", event(db, 1))
+        await until(lambda: tab["docs"].get("x"))  # the leader's write, seen by both tabs
+        await settle()
+        assert applied == []
+    finally:
+        follower.stop()
+        tab.close()

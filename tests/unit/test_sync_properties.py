@@ -723,3 +723,23 @@ async def test_bug10_a_changelog_expired_up_to_its_head_goes_unnoticed(make_devi
     report = await a.sync.pull()
     assert report.base_sync  # it found nothing after its cursor and stopped there
     assert await a.replica["docs"].get("d") == {"id": "d", "x": 1}
+
+
+async def test_a_skipped_change_does_not_hold_the_cursor_back(make_device: Any) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    await b.replica["docs"].put({"id": "d", "x": 1})
+    await synced(a, b)
+    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}))
+    await a.replica["docs"].patch("d", {"x": 2})
+    await a.sync.push()  # rejected: it stays until the app retries or discards it
+    for value in (3, 4):
+        await b.replica["docs"].patch("d", {"y": value})
+        await b.sync.push()
+        await a.sync.pull()  # skipped: a's change is pending
+    head = int((db.item(f"{TABLE}_changes", SCOPE, 0) or {})["head"]["N"])
+    assert await a.sync.puller.cursor() == head  # later pulls do not read them again
+    (entry,) = await a.replica.outbox()
+    await a.replica.discard(entry["mid"])
+    await a.sync.pull()  # the record whose changes were skipped is read again
+    assert await a.replica["docs"].get("d") == {"id": "d", "x": 1, "y": 4}

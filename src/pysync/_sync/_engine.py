@@ -176,7 +176,9 @@ class Sync:
         if kind == "ready":  # a new or resumed stream: catch up with what came before it
             self.notify()
             return
-        if kind != "message":
+        if kind != "message" or not self.replica.status.leader:
+            # Only the leader tab applies the feed (the others see its writes through
+            # their live queries): two tabs would race on the shared cursor.
             return
         try:
             message = json.loads(data)

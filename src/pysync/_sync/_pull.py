@@ -84,6 +84,7 @@ class Puller:
         self.changes_table = f"{table}_changes"
         self.scope = scope
         self.cursor_key = f"cursor:{scope}"
+        self.stale_prefix = f"stale:{scope}:"
 
     async def cursor(self) -> int | None:
         """The last applied changelog seq, or ``None`` before the first sync."""
@@ -96,6 +97,7 @@ class Puller:
         cursor = await self.cursor()
         if cursor is None:
             cursor = await self.base_sync(report, progress)
+        await self._refetch_stale(report, cursor)
         # Every entry up to the head read now exists unless it expired: the consumer
         # writes the head and its entries in one transaction.
         head = await self._head()
@@ -131,6 +133,41 @@ class Puller:
             if not start:
                 return report
             await asyncio.sleep(0)  # let the page breathe between pages
+
+    def _stale_mark(self, target: tuple[str, Key]) -> dict[str, Any]:
+        """The ``_meta`` record saying a pull skipped server changes of ``target``."""
+        collection, key = target
+        mark = f"{self.stale_prefix}{collection}:{key!r}"
+        return {"key": mark, "collection": collection, "id": key}
+
+    async def _refetch_stale(self, report: PullReport, cursor: int) -> None:
+        """Read the records whose server changes were skipped for edits now gone."""
+        marks = await self.replica.store.query(
+            META, range=KeyRange.bound(self.stale_prefix, self.stale_prefix + "\uffff")
+        )
+        changes = []
+        for mark in marks:
+            collection, key = mark["collection"], mark["id"]
+            item = await self._read(sort_key(collection, key))
+            if item is None:
+                changes.append(_Change(collection, key, cursor, None, None))
+            else:
+                changes.append(_image_change(collection, key, cursor, item))
+        if changes:  # records still pending are skipped (and stay marked)
+            await self.apply(changes, report, cursor=None, force=True, unmark=True)
+
+    async def _read(self, sort_key: str) -> dict[str, Any] | None:
+        """The scope's data item ``sort_key`` (a consistent read), if it exists."""
+        got = await self.remote.call(
+            "GetItem",
+            {
+                "TableName": self.table,
+                "Key": {"pk": to_attr(self.scope), "sk": to_attr(sort_key)},
+                "ConsistentRead": True,
+            },
+        )
+        item: dict[str, Any] | None = got.get("Item")
+        return item
 
     async def apply_entries(self, items: list[dict[str, Any]]) -> PullReport:
         """Apply changelog entries received out of band (realtime), in seq order."""
@@ -220,15 +257,8 @@ class Puller:
         if item.get("op", {}).get("S") == "put" and "item" not in item:
             # "trunc": the new image was too large for the entry; read the item itself
             # (it may be newer than this entry: later entries apply on top).
-            got = await self.remote.call(
-                "GetItem",
-                {
-                    "TableName": self.table,
-                    "Key": {"pk": to_attr(self.scope), "sk": item["key"]},
-                    "ConsistentRead": True,
-                },
-            )
-            item = {**item, "item": {"M": got["Item"]}} if "Item" in got else item
+            image = await self._read(item["key"]["S"])
+            item = item if image is None else {**item, "item": {"M": image}}
         if item.get("op", {}).get("S") == "put" and "item" in item:
             return _image_change(collection, key, seq, item["item"]["M"])
         return _Change(collection, key, seq, None, None)
@@ -241,24 +271,22 @@ class Puller:
         cursor: int | None,
         force: bool = False,
         observe: bool = True,
+        unmark: bool = False,
     ) -> None:
         """Apply changes (in seq order) and set the cursor, in one transaction.
 
         ``force`` (base sync) applies regardless of the records' ``_seq`` and
         ``_v`` (and does not read them); ``cursor=None`` leaves the cursor alone;
-        ``observe=False`` leaves the clock to the caller.
+        ``observe=False`` leaves the clock to the caller; ``unmark`` drops the
+        stale marks of the records it applies.
         """
         known = [c for c in changes if c.collection in self.replica.schema.collections]
         collections = sorted({c.collection for c in known})
         schema = self.replica.schema
-        skipped: list[int] = []
 
         def set_cursor(tx: Transaction) -> None:
             if cursor is not None:
-                # A change skipped for a pending record is read again by the next pull:
-                # the pending edit may vanish without a push (cancelled, discarded).
-                stop = min([cursor, *(seq - 1 for seq in skipped)])
-                tx.put(META, {"key": self.cursor_key, "seq": stop})
+                tx.put(META, {"key": self.cursor_key, "seq": cursor})
 
         def body(tx: Transaction) -> None:
             targets = list(dict.fromkeys((c.collection, c.key) for c in known))
@@ -282,7 +310,9 @@ class Puller:
                     record = current.get(target)
                     if target in waiting:
                         report.skipped_pending += 1
-                        skipped.append(change.seq)
+                        # The pending edit may vanish without a push (a cancelled create,
+                        # a discarded rejection): then the next pull reads the record.
+                        tx.put(META, self._stale_mark(target))
                         continue
                     if not force and record is not None and _older(change, record):
                         continue
@@ -299,6 +329,8 @@ class Puller:
                         puts[change.collection][change.key] = new
                         current[target] = new
                     report.applied += 1
+                    if unmark:
+                        tx.delete(META, self._stale_mark(target)["key"])
                 for collection in keys:
                     if deletes[collection]:
                         tx.delete_many(collection, list(deletes[collection]))
