@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -68,196 +70,196 @@ def device(browser: Browser, url: str, user: str, token: str) -> Demo:
     return tab
 
 
-def test_two_devices_edit_offline_and_converge(
-    browser: Browser, server_url: str, direct_dynamodb: Any
-) -> None:
+@dataclass
+class Devices:
+    """Two devices (browser contexts) of one user."""
+
+    user: str
+    token: str
+    a: Demo
+    b: Demo
+
+
+@pytest.fixture
+def two(browser: Browser, server_url: str) -> Iterator[Devices]:
     user = f"e2e-{uuid.uuid4().hex[:8]}"
     token = issue_token(DEV_JWT_SECRET, user)
     a = device(browser, server_url, user, token)
     b = device(browser, server_url, user, token)
     try:
-        a.run('await todos.put({"id": "t1", "title": "milk", "done": False, "n": 0})')
-        a.run("await sync.sync(); None")
-        assert b.run('await sync_until(lambda: todos.get("t1"))') is True
+        yield Devices(user, token, a, b)
+    finally:
+        a.context.close()
+        b.context.close()
 
-        # Both go offline and edit: different fields, a counter, and one field on both sides.
-        for tab in (a, b):
-            tab.context.set_offline(True)
-        a.run('await todos.patch("t1", {"title": "oat milk", "note": "from A"})')
-        a.run('await todos.increment("t1", "n", 2)')
-        a.run('await todos.put({"id": "a-only", "done": False})')
-        b.run('await todos.patch("t1", {"done": True, "note": "from B"})')
-        b.run('await todos.increment("t1", "n", 5)')
-        b.run('await todos.put({"id": "b-only", "done": True})')
-        failed = a.run(
-            """
-            try:
-                await sync.sync()
-                error = None
-            except pysync.RemoteError as e:
-                error = e.code
-            [error, db.status.pending]
-            """
-        )
-        assert failed == ["NetworkError", 2]  # the patch and the increment of t1 folded
 
-        for tab in (a, b):
-            tab.context.set_offline(False)
+def test_two_devices_edit_offline_and_converge(two: Devices, direct_dynamodb: Any) -> None:
+    user, a, b = two.user, two.a, two.b
+    a.run('await todos.put({"id": "t1", "title": "milk", "done": False, "n": 0})')
+    a.run("await sync.sync(); None")
+    assert b.run('await sync_until(lambda: todos.get("t1"))') is True
+
+    # Both go offline and edit: different fields, a counter, and one field on both sides.
+    for tab in (a, b):
+        tab.context.set_offline(True)
+    a.run('await todos.patch("t1", {"title": "oat milk", "note": "from A"})')
+    a.run('await todos.increment("t1", "n", 2)')
+    a.run('await todos.put({"id": "a-only", "done": False})')
+    b.run('await todos.patch("t1", {"done": True, "note": "from B"})')
+    b.run('await todos.increment("t1", "n", 5)')
+    b.run('await todos.put({"id": "b-only", "done": True})')
+    failed = a.run(
+        """
+        try:
+            await sync.sync()
+            error = None
+        except pysync.RemoteError as e:
+            error = e.code
+        [error, db.status.pending]
+        """
+    )
+    assert failed == ["NetworkError", 2]  # the patch and the increment of t1 folded
+
+    for tab in (a, b):
+        tab.context.set_offline(False)
+    a.run("await sync.sync(); None")
+    b.run("await sync.sync(); None")
+    # Both sync until they hold the same documents. A single snapshot of one side
+    # can catch it between applying an older changelog entry and its own newer one.
+    for _ in range(50):
         a.run("await sync.sync(); None")
         b.run("await sync.sync(); None")
-        # Both sync until they hold the same documents. A single snapshot of one side
-        # can catch it between applying an older changelog entry and its own newer one.
-        for _ in range(50):
-            a.run("await sync.sync(); None")
-            b.run("await sync.sync(); None")
-            if a.run("await docs()") == b.run("await docs()"):
+        if a.run("await docs()") == b.run("await docs()"):
+            break
+    assert a.run("await docs()") == b.run("await docs()")
+    final = b.run("await docs()")
+    t1 = next(d for d in final if d["id"] == "t1")
+    assert t1["title"] == "oat milk"  # only A changed it
+    assert t1["done"] is True  # only B changed it
+    assert t1["n"] == 7  # increments from both devices add up
+    assert t1["note"] in ("from A", "from B")  # both changed it: last writer wins
+    assert {d["id"] for d in final} == {"t1", "a-only", "b-only"}
+    assert a.run("db.status.pending") == 0
+    assert b.run("db.status.pending") == 0
+    conflicts = b.run('[c["strategy"] for c in await db.store.query("_conflicts")]')
+    assert conflicts == ["lww"]
+
+    # Writes that bypass the proxy (boto3, a Lambda, the console) reach the devices too.
+    direct_dynamodb.put_item(
+        TableName="pysync",
+        Item={
+            "pk": {"S": f"u#{user}"},
+            "sk": {"S": "todos#from-boto3"},
+            "id": {"S": "from-boto3"},
+            "done": {"BOOL": False},
+            "_v": {"N": "1"},
+        },
+    )
+    direct_dynamodb.delete_item(
+        TableName="pysync", Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#a-only"}}
+    )
+    a.run(
+        """
+        async def bypassed():
+            ids = {d["id"] for d in await docs()}
+            return "from-boto3" in ids and "a-only" not in ids
+        assert await sync_until(bypassed)
+        """
+    )
+
+
+def test_realtime_feed_brings_changes_without_polling(two: Devices) -> None:
+    token, a, b = two.token, two.a, two.b
+    b.run(
+        f"""
+        await sync.sync()
+        sync.listen(js.location.origin + "/changes", {token!r})
+        sync.start(interval=3600)  # no polling: only realtime events and local writes wake it
+        def show(found):
+            js.window.seenIds = pysync_to_js([d["id"] for d in found])
+        from pyodide.ffi import to_js as pysync_to_js
+        sub = todos.watch(show)
+        """
+    )
+    a.run('await todos.put({"id": "live", "done": False}); await sync.sync(); None')
+    b.page.wait_for_function("window.seenIds && window.seenIds.includes('live')")
+    a.run('await todos.patch("live", {"done": True}); await sync.sync(); None')
+    b.run(
+        """
+        async def done_true():
+            return (await todos.get("live"))["done"] is True
+        for _ in range(200):
+            if await done_true():
                 break
-        assert a.run("await docs()") == b.run("await docs()")
-        final = b.run("await docs()")
-        t1 = next(d for d in final if d["id"] == "t1")
-        assert t1["title"] == "oat milk"  # only A changed it
-        assert t1["done"] is True  # only B changed it
-        assert t1["n"] == 7  # increments from both devices add up
-        assert t1["note"] in ("from A", "from B")  # both changed it: last writer wins
-        assert {d["id"] for d in final} == {"t1", "a-only", "b-only"}
-        assert a.run("db.status.pending") == 0
-        assert b.run("db.status.pending") == 0
-        conflicts = b.run('[c["strategy"] for c in await db.store.query("_conflicts")]')
-        assert conflicts == ["lww"]
-
-        # Writes that bypass the proxy (boto3, a Lambda, the console) reach the devices too.
-        direct_dynamodb.put_item(
-            TableName="pysync",
-            Item={
-                "pk": {"S": f"u#{user}"},
-                "sk": {"S": "todos#from-boto3"},
-                "id": {"S": "from-boto3"},
-                "done": {"BOOL": False},
-                "_v": {"N": "1"},
-            },
-        )
-        direct_dynamodb.delete_item(
-            TableName="pysync", Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#a-only"}}
-        )
-        a.run(
-            """
-            async def bypassed():
-                ids = {d["id"] for d in await docs()}
-                return "from-boto3" in ids and "a-only" not in ids
-            assert await sync_until(bypassed)
-            """
-        )
-    finally:
-        a.context.close()
-        b.context.close()
-
-
-def test_realtime_feed_brings_changes_without_polling(browser: Browser, server_url: str) -> None:
-    user = f"e2e-rt-{uuid.uuid4().hex[:8]}"
-    token = issue_token(DEV_JWT_SECRET, user)
-    a = device(browser, server_url, user, token)
-    b = device(browser, server_url, user, token)
-    try:
-        b.run(
-            f"""
-            await sync.sync()
-            sync.listen(js.location.origin + "/changes", {token!r})
-            sync.start(interval=3600)  # no polling: only realtime events and local writes wake it
-            def show(found):
-                js.window.seenIds = pysync_to_js([d["id"] for d in found])
-            from pyodide.ffi import to_js as pysync_to_js
-            sub = todos.watch(show)
-            """
-        )
-        a.run('await todos.put({"id": "live", "done": False}); await sync.sync(); None')
-        b.page.wait_for_function("window.seenIds && window.seenIds.includes('live')")
-        a.run('await todos.patch("live", {"done": True}); await sync.sync(); None')
-        b.run(
-            """
-            async def done_true():
-                return (await todos.get("live"))["done"] is True
-            for _ in range(200):
-                if await done_true():
-                    break
-                await asyncio.sleep(0.02)
-            assert await done_true()
-            """
-        )
-    finally:
-        a.context.close()
-        b.context.close()
+            await asyncio.sleep(0.02)
+        assert await done_true()
+        """
+    )
 
 
 def test_a_landed_write_whose_reply_was_lost_is_not_redone_after_others_wrote_over_it(
-    browser: Browser, server_url: str, direct_dynamodb: Any
+    two: Devices, direct_dynamodb: Any
 ) -> None:
-    user = f"e2e-lost-{uuid.uuid4().hex[:8]}"
-    token = issue_token(DEV_JWT_SECRET, user)
-    a = device(browser, server_url, user, token)
-    b = device(browser, server_url, user, token)
-    try:
-        a.run('await todos.put({"id": "t", "n": 0, "tag": "-"}); await sync.sync(); None')
-        assert b.run('await sync_until(lambda: todos.get("t"))') is True
-        a.run('await todos.patch("t", {"tag": "A"}); await todos.increment("t", "n", 1)')
+    user, a, b = two.user, two.a, two.b
+    a.run('await todos.put({"id": "t", "n": 0, "tag": "-"}); await sync.sync(); None')
+    assert b.run('await sync_until(lambda: todos.get("t"))') is True
+    a.run('await todos.patch("t", {"tag": "A"}); await todos.increment("t", "n", 1)')
 
-        # The proxy applies A's write, its reply never arrives, and A stays cut off.
-        landed: list[str] = []
+    # The proxy applies A's write, its reply never arrives, and A stays cut off.
+    landed: list[str] = []
 
-        def cut_off(route: Any) -> None:
-            if not landed and route.request.headers.get("x-amz-target", "").endswith("UpdateItem"):
-                landed.append(route.fetch().text())
-            route.abort("connectionreset")
+    def cut_off(route: Any) -> None:
+        if not landed and route.request.headers.get("x-amz-target", "").endswith("UpdateItem"):
+            landed.append(route.fetch().text())
+        route.abort("connectionreset")
 
-        a.context.route("**/dynamodb", cut_off)
-        failed = a.run(
-            """
-            try:
-                await sync.push()
-                error = None
-            except pysync.RemoteError as e:
-                error = e.code
-            error
-            """
-        )
-        assert failed == "NetworkError"
-        assert len(landed) == 1
+    a.context.route("**/dynamodb", cut_off)
+    failed = a.run(
+        """
+        try:
+            await sync.push()
+            error = None
+        except pysync.RemoteError as e:
+            error = e.code
+        error
+        """
+    )
+    assert failed == "NetworkError"
+    assert len(landed) == 1
 
-        # B sees A's write and adds to it: the item moves past A's version.
-        b.run(
-            """
-            async def a_landed():
-                return (await todos.get("t"))["n"] == 1
-            assert await sync_until(a_landed)
-            await todos.increment("t", "n", 2)
-            report = await sync.sync()
-            """
-        )
-        a.context.unroute("**/dynamodb")
-        a.run(
-            """
-            report = await sync.sync()
-            assert report.push.conflicts == 0, report
-            assert await db.outbox() == []
-            """
-        )
-        item = direct_dynamodb.get_item(
-            TableName="pysync",
-            Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#t"}},
-            ConsistentRead=True,
-        )["Item"]
-        assert item["n"] == {"N": "3"}  # A's +1 once, B's +2
-        assert item["tag"] == {"S": "A"}
-        assert item["_v"] == {"N": "3"}  # created, A's write, B's write: nothing redone
-        converged = """
-            async def converged():
-                return await todos.get("t") == {"id": "t", "n": 3, "tag": "A"}
-            await sync_until(converged)
-            """
-        assert a.run(converged) is True
-        assert b.run(converged) is True
-    finally:
-        a.context.close()
-        b.context.close()
+    # B sees A's write and adds to it: the item moves past A's version.
+    b.run(
+        """
+        async def a_landed():
+            return (await todos.get("t"))["n"] == 1
+        assert await sync_until(a_landed)
+        await todos.increment("t", "n", 2)
+        report = await sync.sync()
+        """
+    )
+    a.context.unroute("**/dynamodb")
+    a.run(
+        """
+        report = await sync.sync()
+        assert report.push.conflicts == 0, report
+        assert await db.outbox() == []
+        """
+    )
+    item = direct_dynamodb.get_item(
+        TableName="pysync",
+        Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#t"}},
+        ConsistentRead=True,
+    )["Item"]
+    assert item["n"] == {"N": "3"}  # A's +1 once, B's +2
+    assert item["tag"] == {"S": "A"}
+    assert item["_v"] == {"N": "3"}  # created, A's write, B's write: nothing redone
+    converged = """
+        async def converged():
+            return await todos.get("t") == {"id": "t", "n": 3, "tag": "A"}
+        await sync_until(converged)
+        """
+    assert a.run(converged) is True
+    assert b.run(converged) is True
 
 
 def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
