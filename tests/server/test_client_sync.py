@@ -280,3 +280,42 @@ async def test_increments_from_two_devices_add_up_even_in_a_conflict(device: Any
     await a.sync.push()
     await b.sync.push()
     assert (await b.todos.get("t") or {})["n"] == 7
+
+
+async def test_independent_changes_go_out_in_packs(device: Any, direct: Direct, user: str) -> None:
+    a = await device()
+    async with a.replica.transaction() as tx:  # one local commit, still independent changes
+        for i in range(60):
+            tx.put("todos", {"id": f"g{i}", "n": i})
+    await a.replica.outbox()  # a transaction's entries form a group: pushed as one request
+    for i in range(120):
+        await a.todos.put({"id": f"t{i}", "n": i})
+    a.remote.calls.clear()
+    report = await a.sync.push()
+    assert report.pushed == 180
+    writes = [c for c in a.remote.calls if c != "Query" and c != "GetItem"]
+    # The group alone, then 120 independent changes in packs of 50.
+    assert writes == ["TransactWriteItems"] * 4
+    assert server_item(direct, user, "t119") is not None
+    assert server_item(direct, user, "g59") is not None
+    assert await a.replica.outbox() == []
+
+
+async def test_a_conflict_in_a_pack_does_not_hold_back_the_others(
+    device: Any, direct: Direct, user: str
+) -> None:
+    a, b = await device(strategy="client"), await device()
+    await a.todos.put({"id": "shared", "title": "v1"})
+    await a.sync.sync()
+    await b.sync.sync()
+    await b.todos.patch("shared", {"title": "from b"})
+    await b.sync.push()
+    await a.todos.patch("shared", {"title": "from a"})
+    for i in range(10):
+        await a.todos.put({"id": f"p{i}"})
+    report = await a.sync.push()
+    assert (report.pushed, report.conflicts) == (11, 1)  # the merged change pushed after
+    assert (server_item(direct, user, "shared") or {})["title"] == {"S": "from a"}
+    for i in range(10):
+        assert server_item(direct, user, f"p{i}") is not None
+    assert await a.replica.outbox() == []

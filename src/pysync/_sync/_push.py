@@ -21,9 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,16 @@ class PushReport:
 
 #: How an entry's write ended: the entry, the server's document and version after it.
 Ack = tuple[Entry, "dict[str, Any] | None", int]
+#: A request ready to send: operation, payload, and the version each entry creates.
+Request = tuple[str, dict[str, Any], list[int | None]]
+
+
+async def _all(tasks: Iterable[Awaitable[None]]) -> None:
+    """Run ``tasks`` concurrently to the end; then raise the first error, if any."""
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _by_n(entry: Entry) -> int:
@@ -87,7 +98,8 @@ class Pusher:
         history: Puller,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_attempts: int = 8,
-        window: int = 16,
+        window: int = 200,
+        pack: int = 50,
     ) -> None:
         self.replica = replica
         self.remote = remote
@@ -98,6 +110,7 @@ class Pusher:
         self.sleep = sleep
         self.max_attempts = max_attempts
         self.window = window
+        self.pack = pack
 
     async def push(self, progress: Callable[[int, int], None] | None = None) -> PushReport:
         """Push every pushable entry; raises RemoteError when the network stays down."""
@@ -113,22 +126,20 @@ class Pusher:
             await self._set_inflight([e for batch in batches for e in batch], since)
             # The writes of one window are acknowledged in one local transaction.
             acks: list[Ack] = []
-            outcomes = await asyncio.gather(
-                *(self._push_batch(batch, report, acks) for batch in batches),
-                return_exceptions=True,
-            )
-            await self._acked(acks)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            try:
+                await _all(self._push_batch(batch, report, acks) for batch in batches)
+            finally:
+                await self._acked(acks)
 
     async def _next(self) -> list[list[Entry]]:
         """The next entries to send together, oldest first.
 
         Either one transaction group alone, or up to ``window`` single entries of
-        different records (sent concurrently: they are independent). A second
-        entry of a record already in the window waits for the next round, so each
-        record's changes still land in order. The oldest ``window * 4`` entries
+        different records, in packs of up to ``pack`` entries: each pack is one
+        ``TransactWriteItems`` (one request instead of ``pack``), and the packs go
+        out concurrently. A second entry of a record already in the window waits
+        for the next round, so each record's changes still land in order. The
+        oldest ``window * 4`` entries
         usually decide; the whole outbox is read only when they cannot (a group,
         or many rejected entries), so a long outbox is not read once per round.
         """
@@ -141,38 +152,61 @@ class Pusher:
 
     def _pick(self, entries: list[Entry]) -> tuple[list[list[Entry]], bool]:
         """The next batches from these oldest entries, and whether they sufficed."""
-        batches: list[list[Entry]] = []
+        singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
+        decided = False
         for entry in entries:
             if entry["state"] == REJECTED:
                 continue
             group = entry["group"]
             if group is not None:
-                if batches:
-                    return batches, True
+                if singles:
+                    decided = True
+                    break
                 members = [e for e in entries if e["group"] == group and e["state"] != REJECTED]
                 return [members], False
             record = (entry["collection"], entry["id"])
-            if record in records or len(batches) == self.window:
-                return batches, True
+            if record in records or len(singles) == self.window:
+                decided = True
+                break
             records.add(record)
-            batches.append([entry])
-        return batches, False
+            singles.append(entry)
+        packs = [singles[i : i + self.pack] for i in range(0, len(singles), self.pack)]
+        return packs, decided
 
-    async def _push_batch(self, batch: list[Entry], report: PushReport, acks: list[Ack]) -> None:
-        # An entry still in flight from an earlier push may have landed.
-        uncertain = any(entry["state"] == INFLIGHT for entry in batch)
+    async def _push_batch(
+        self,
+        batch: list[Entry],
+        report: PushReport,
+        acks: list[Ack],
+        uncertain: bool | None = None,
+    ) -> None:
+        """Send one batch (a transaction group, a pack of independent entries, or one
+        entry) until it lands, conflicts, is refused, or the attempts run out."""
+        pack = len(batch) > 1 and batch[0]["group"] is None
+        if uncertain is None:
+            # An entry still in flight from an earlier push may have landed.
+            uncertain = any(entry["state"] == INFLIGHT for entry in batch)
+        if pack and uncertain:
+            # Each may have landed alone or in another pack: they settle one by one.
+            await self._one_by_one(batch, report, acks, uncertain=True)
+            return
+        request = self._request(batch)  # built once: every attempt sends the same request
         for attempt in range(self.max_attempts):
             try:
-                landed = await self._settle(batch) if uncertain else None
+                landed = await self._settle(batch) if uncertain and not pack else None
                 if landed is not None:
                     acks.extend(landed)
                     report.pushed += len(batch)
                     return
-                acks.extend(await self._send(batch))
+                acks.extend(await self._send(batch, request))
                 report.pushed += len(batch)
                 return
             except RemoteError as error:
+                if pack and not error.retryable:
+                    # A conflict or a refusal of some of them: one by one tells which.
+                    await self._one_by_one(batch, report, acks, uncertain=uncertain)
+                    return
                 if error.code == "ConditionalCheckFailedException":
                     await self._conflict(batch[0], error.body.get("Item"), report)
                     return
@@ -190,6 +224,11 @@ class Pusher:
                     continue
                 await self._reject(batch, error, report)
                 return
+
+    async def _one_by_one(
+        self, batch: list[Entry], report: PushReport, acks: list[Ack], *, uncertain: bool
+    ) -> None:
+        await _all(self._push_batch([entry], report, acks, uncertain) for entry in batch)
 
     async def _settle(self, batch: list[Entry]) -> list[Ack] | None:
         """The acks of a batch whose write landed before, or ``None`` if it did not.
@@ -241,13 +280,15 @@ class Pusher:
         base_v = entry["base_v"]
         system = {"_hlc": entry["hlc"], "_c": self.replica.client_id, "_m": entry["mid"]}
         if entry["op"] == "patch" and base_v is not None:
-            return ("UpdateItem", self._update(entry, key, system), None)
+            # Conditioned on the version when it sets fields; increments alone are not.
+            made = base_v + 1 if entry["set"] else None
+            return ("UpdateItem", self._update(entry, key, system), made)
         version = (base_v or 0) + 1
         if entry["op"] == "delete":
             values: dict[str, Any] = {
                 **key,
                 "_del": True,
-                "_ttl": int(time.time()) + TOMBSTONE_SECONDS,
+                "_ttl": self.replica.platform.now_ms() // 1000 + TOMBSTONE_SECONDS,
             }
         else:
             # A put, or a patch whose base version is unknown: send the whole document.
@@ -302,29 +343,35 @@ class Pusher:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
-    async def _send(self, batch: list[Entry]) -> list[Ack]:
-        """Send the batch; the server document and version each entry produced."""
+    def _request(self, batch: list[Entry]) -> Request:
+        """The one request that sends ``batch``, and the version each entry creates."""
         writes = [self._write(entry) for entry in batch]
         if len(batch) == 1:
-            (operation, request, version), entry = writes[0], batch[0]
-            response = await self.remote.call(operation, request)
-            if operation == "UpdateItem":
-                doc, system = document_of(response["Attributes"])
-                return [(entry, doc, int(system["_v"]))]
-            assert version is not None
-            return [(entry, self._written_doc(entry), version)]
+            operation, payload, version = writes[0]
+            return operation, payload, [version]
         items = []
-        for operation, request, _ in writes:
+        for operation, payload, _ in writes:
             kind = "Update" if operation == "UpdateItem" else "Put"
-            body = {k: v for k, v in request.items() if k not in ("ReturnValues",)}
-            items.append({kind: body})
-        await self.remote.call(
+            items.append({kind: {k: v for k, v in payload.items() if k != "ReturnValues"}})
+        # The token follows the content: a retry of a transaction that landed is not
+        # applied again, and a changed transaction is never taken for an earlier one.
+        token = uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(items, sort_keys=True))
+        return (
             "TransactWriteItems",
-            {"TransactItems": items, "ClientRequestToken": batch[0]["group"][:36]},
+            {"TransactItems": items, "ClientRequestToken": str(token)},
+            [version for _, _, version in writes],
         )
+
+    async def _send(self, batch: list[Entry], request: Request) -> list[Ack]:
+        """Send ``request``; the server document and version each entry produced."""
+        operation, payload, versions = request
+        response = await self.remote.call(operation, payload)
         out: list[Ack] = []
-        for (_, _, version), entry in zip(writes, batch, strict=True):
-            if version is None:  # an increment: read back the version it made
+        for entry, version in zip(batch, versions, strict=True):
+            if operation == "UpdateItem":  # its reply holds the new item
+                doc, system = document_of(response["Attributes"])
+                out.append((entry, doc, int(system["_v"])))
+            elif version is None:  # an increment in a transaction: read back its version
                 doc, system = document_of(await self._current(entry))
                 out.append((entry, doc, int(system["_v"])))
             else:
