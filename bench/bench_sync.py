@@ -1,6 +1,6 @@
 """Sync: pysync push and base sync in Chromium vs boto3 straight to DynamoDB Local.
 
-Run: ``.venv/bin/python bench/bench_sync.py [--push-n 2000] [--pull-n 20000] [--no-proposed]``
+Run: ``.venv/bin/python bench/bench_sync.py [--push-n 2000] [--pull-n 20000]``
 
 One run starts DynamoDB Local (in memory), creates the tables, opens one Chromium
 page (bench/pages/bench.html through bench/_browser.py) and serves the pysync proxy
@@ -13,7 +13,9 @@ origin, no rate limit) against the same DynamoDB Local. Then:
   save set-up time), timed ``await sync.push()`` through ``HttpRemote``. Baseline:
   boto3 ``put_item`` of the same items (same attributes, pysync's marshalling) with
   the same condition ``attribute_not_exists(pk)`` and ``ALL_OLD`` on failure,
-  sequentially and with a thread pool of 16 (pysync's push window);
+  sequentially and with a thread pool of 16 (pysync itself sends packs of
+  independent writes, ``Pusher.pack`` = 50 per ``TransactWriteItems``, up to
+  ``Pusher.window`` = 200 per round: four requests at a time);
 - base sync: ``--pull-n`` items loaded with boto3 ``BatchWriteItem``, timed
   ``await sync.pull()`` on a fresh replica (empty cursor) until every item is in
   IndexedDB. Baseline: boto3 paging the same ``Query`` (``pk = :p``, consistent) and
@@ -22,16 +24,17 @@ origin, no rate limit) against the same DynamoDB Local. Then:
   pull reports the main thread's long tasks that overlap it.
 
 For reference, the browser's own floor ("JS floor"): plain JS in the page posting
-the push's PutItem requests with ``fetch`` (16 in flight), and paging the base
-sync's Query with ``fetch`` into IndexedDB (one strict transaction per page). The
-variants alternate within a round, the order flipping every round; the push is one
-round by default (``--push-runs``), the base sync two (``--pull-runs``).
+the push's requests with ``fetch`` (the same ``TransactWriteItems`` packs, as many
+in flight as pysync sends at a time), and paging the base sync's Query with
+``fetch`` into IndexedDB (DynamoDB's 1 MB pages, the fewest requests, where
+pysync's base sync reads 100 items per request; one strict transaction per page).
+The variants alternate within a round, the order flipping every round; the push
+is one round by default (``--push-runs``), the base sync two (``--pull-runs``).
 
 Every pysync run is timed inside the page (``performance.now()``); pysync's
 methods are wrapped with timers for a breakdown (wall time summed per method; the
-push's requests overlap, so their sum exceeds the elapsed time). The proposed src
-patches (PROPOSED_PATCH, monkeypatched in the page) are measured in extra runs
-(``--no-proposed`` skips them). Results go to bench/results/sync.json.
+push's requests overlap, so their sum exceeds the elapsed time). Results go to
+bench/results/sync.json.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import inspect
 import json
 import os
 import socket
@@ -61,6 +65,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
 from pysync._marshal import to_item
+from pysync._sync._push import Pusher
 from pysync.server import (
     DEV_JWT_SECRET,
     DynamoDBLocal,
@@ -74,14 +79,18 @@ from pysync.server import (
 
 RESULTS = ROOT / "bench" / "results" / "sync.json"
 TABLE = "bench_sync"
-WINDOW = 16  # pysync's push window (Pusher.window)
+THREADS = 16  # the boto3 baseline's thread pool
+# pysync's push (Pusher's defaults, as Sync uses them): entries per TransactWriteItems,
+# and packs sent at a time (a round holds up to ``window`` entries).
+_PUSHER = inspect.signature(Pusher.__init__).parameters
+PACK = _PUSHER["pack"].default
+PACKS_IN_FLIGHT = _PUSHER["window"].default // PACK
 GOAL_PUSH = 0.8
 GOAL_PULL = 0.7
 GOAL_LONGTASK_MS = 50.0
 
 # Defined once in the page's Python; each coroutine returns a JSON string.
 PAGE_CODE = r"""
-import asyncio
 import gc
 import json
 
@@ -137,13 +146,12 @@ def instrument(on):
     targets = [
         (HttpRemote, "call"),
         (_push.Pusher, "_next"),
-        (_push.Pusher, "_set_state"),
+        (_push.Pusher, "_set_inflight"),
         (_push.Pusher, "_acked"),
+        (_pull.Puller, "cursor"),
         (_pull.Puller, "apply"),
         (_pull.Puller, "_drop_unseen"),
     ]
-    if hasattr(_push.Pusher, "_acked_all"):
-        targets.append((_push.Pusher, "_acked_all"))
     if on:
         timings.clear()
         for owner, name in targets:
@@ -259,13 +267,14 @@ window.longTasks = {
 };
 """
 
-# The browser's own floor for a push: the same PutItem requests posted with fetch()
-# straight from JavaScript, WINDOW at a time (a sliding window), no IndexedDB.
+# The browser's own floor for a push: the same TransactWriteItems requests posted
+# with fetch() straight from JavaScript, PACKS_IN_FLIGHT at a time (a sliding window,
+# where pysync waits for a round's packs before the next), no IndexedDB.
 FETCH_JS = r"""
 async ([url, token, bodies, window]) => {
   const headers = {
     "Content-Type": "application/x-amz-json-1.0",
-    "X-Amz-Target": "DynamoDB_20120810.PutItem",
+    "X-Amz-Target": "DynamoDB_20120810.TransactWriteItems",
     Authorization: "Bearer " + token,
   };
   let next = 0;
@@ -285,11 +294,12 @@ async ([url, token, bodies, window]) => {
 """
 
 # The browser's own floor for a base sync: plain JS pages through the same Query
-# (1 MB pages, as pysync's base sync reads them), turns every item into a plain
-# object (the record pysync stores: the document, _v, _seq and the index field) and
-# puts each page in one strict transaction into a database shaped like pysync's
-# (bench/pages/replica_baseline.js's openPysyncShape is not loaded here, so the
-# store is created below). No outbox check, no clock: a floor, not a replica.
+# (DynamoDB's 1 MB pages, the fewest requests; pysync's base sync reads 100 items
+# per request), turns every item into a plain object (the record pysync stores: the
+# document, _v, _seq and the index field) and puts each page in one strict
+# transaction into a database shaped like pysync's (bench/pages/replica_baseline.js's
+# openPysyncShape is not loaded here, so the store is created below). No outbox
+# check, no clock: a floor, not a replica.
 PULL_JS = r"""
 async ([url, token, scope, name]) => {
   const value = (attr) => {
@@ -361,339 +371,6 @@ async ([url, token, scope, name]) => {
 }
 """
 
-# The proposed src patches, monkeypatched into the page for the --proposed runs.
-PROPOSED_PATCH = r'''
-import asyncio
-import random
-
-from pysync._outbox import OUTBOX
-from pysync._schema import with_index_keys
-from pysync._store import KeyRange
-from pysync._sync import _pull, _push
-from pysync._remote import RemoteError
-
-Pusher, Puller = _push.Pusher, _pull.Puller
-
-
-# _push.py: the writes of one window are acknowledged in ONE local transaction
-# instead of one transaction (a durable IndexedDB commit) per entry.
-async def push(self, progress=None):
-    report = _push.PushReport()
-    total = self.replica.status.pending
-    while True:
-        batches = await self._next()
-        if not batches:
-            return report
-        if progress:
-            progress(report.pushed + 1, max(total, report.pushed + 1))
-        await self._set_state([e for batch in batches for e in batch], _push.INFLIGHT)
-        acks = []
-        outcomes = await asyncio.gather(
-            *(self._push_batch(batch, report, acks) for batch in batches), return_exceptions=True
-        )
-        await self._acked_all(acks)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-
-async def _push_batch(self, batch, report, acks=None):
-    for attempt in range(self.max_attempts):
-        try:
-            results = await self._send(batch)
-        except RemoteError as error:
-            if error.code == "ConditionalCheckFailedException":
-                await self._conflict(batch[0], error.body.get("Item"), report)
-                return
-            if error.code == "TransactionCanceledException":
-                await self._cancelled(batch, error, report)
-                return
-            if error.retryable:
-                self.replica._set_status(last_error=str(error))
-                if attempt + 1 == self.max_attempts:
-                    raise
-                await self.sleep(random.uniform(0, min(30.0, 0.05 * 2**attempt)))
-                continue
-            await self._reject(batch, error, report)
-            return
-        if acks is None:
-            await self._acked_all(results)
-        else:
-            acks.extend(results)
-        report.pushed += len(batch)
-        return
-
-
-# _push.py: the next window is chosen from the oldest window * 4 entries instead of a
-# read of the whole outbox every round (quadratic in the outbox size); the whole
-# outbox is read only when that slice cannot decide (a group, or many rejected).
-async def _next(self):
-    limit = self.window * 4
-    entries = await self.replica.store.query(OUTBOX, limit=limit)
-    batches, decided = _pick(self, entries)
-    if not decided and len(entries) == limit:
-        batches, _ = _pick(self, await self.replica.store.query(OUTBOX))
-    return batches
-
-
-def _pick(self, entries):
-    """The next batches from these (oldest) entries, and whether they sufficed."""
-    batches = []
-    records = set()
-    for entry in entries:
-        if entry["state"] == _push.REJECTED:
-            continue
-        group = entry["group"]
-        if group is not None:
-            if batches:
-                return batches, True
-            group_entries = [
-                e for e in entries if e["group"] == group and e["state"] != _push.REJECTED
-            ]
-            return [group_entries], False
-        record = (entry["collection"], entry["id"])
-        if record in records or len(batches) == self.window:
-            return batches, True
-        records.add(record)
-        batches.append([entry])
-    return batches, False
-
-
-def _ack(self, tx, entry, server_doc, version):
-    collection, key = entry["collection"], entry["id"]
-    record = tx.get(collection, key)
-    followers = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
-
-    def done(entries):
-        tx.delete(OUTBOX, entry["n"])
-        for follower in entries:
-            if follower["n"] != entry["n"] and follower["follows"] == entry["mid"]:
-                tx.put(
-                    OUTBOX,
-                    {**follower, "base": server_doc, "base_v": version, "follows": None,
-                     "new": False},
-                )
-        current = record.result
-        if current is not None:
-            tx.put(collection, {**current, "_v": version})
-
-    followers.then(done)
-
-
-async def _acked(self, entry, server_doc, version):
-    await self._acked_all([(entry, server_doc, version)])
-
-
-async def _acked_all(self, acks):
-    if not acks:
-        return
-    collections = sorted({entry["collection"] for entry, _, _ in acks})
-
-    def body(tx):
-        for entry, server_doc, version in acks:
-            self._ack(tx, entry, server_doc, version)
-
-    await self.replica.store.run([*collections, OUTBOX], "readwrite", body)
-
-
-# _pull.py: apply a page with fewer IndexedDB requests. A base sync (force) never
-# looks at the local records, so it does not read them (one get per record before);
-# otherwise they are read as before. The outbox is counted first and looked up per
-# record only when it is not empty (one getAll per record before). The page's writes
-# go out as one put_many / delete_many per collection instead of one call per record.
-async def apply(self, changes, report, *, cursor, force=False, observe=True):
-    known = [c for c in changes if c.collection in self.replica.schema.collections]
-    collections = sorted({c.collection for c in known})
-    schema = self.replica.schema
-
-    def set_cursor(tx):
-        if cursor is not None:
-            tx.put(_pull.META, {"key": self.cursor_key, "seq": cursor})
-
-    def body(tx):
-        targets = list(dict.fromkeys((c.collection, c.key) for c in known))
-        if not targets:
-            set_cursor(tx)
-            return
-        by_collection = {}
-        for collection, key in targets:
-            by_collection.setdefault(collection, []).append(key)
-        found = None if force else {c: tx.get_many(c, k) for c, k in by_collection.items()}
-
-        def ready(entries):
-            waiting = {t for t, group in zip(targets, entries, strict=True) if group}
-            current = {}
-            if found is not None:
-                current = {
-                    (c, key): record
-                    for c, keys in by_collection.items()
-                    for key, record in zip(keys, found[c].result, strict=True)
-                }
-            puts, deletes = {}, {}
-            for change in known:
-                target = (change.collection, change.key)
-                record = current.get(target)
-                if target in waiting:
-                    report.skipped_pending += 1
-                    continue
-                if not force and record is not None and record.get("_seq", -1) >= change.seq:
-                    continue
-                # A later change of the same record replaces an earlier one of this page.
-                puts.setdefault(change.collection, {}).pop(change.key, None)
-                deletes.setdefault(change.collection, {}).pop(change.key, None)
-                if change.doc is None:
-                    deletes[change.collection][change.key] = True
-                    current[target] = None
-                else:
-                    spec = schema.collections[change.collection]
-                    new = with_index_keys(
-                        spec, {**change.doc, "_v": change.version, "_seq": change.seq}
-                    )
-                    puts[change.collection][change.key] = new
-                    current[target] = new
-                report.applied += 1
-            for collection, keys in deletes.items():
-                if keys:
-                    tx.delete_many(collection, list(keys))
-            for collection, records in puts.items():
-                if records:
-                    tx.put_many(collection, list(records.values()))
-            set_cursor(tx)
-
-        def counted(pending):
-            if pending:
-                tx.lookup(OUTBOX, "by_record", targets).then(ready)
-            else:
-                ready([[] for _ in targets])
-
-        tx.count(OUTBOX).then(counted)
-
-    await self.replica.store.run([*collections, OUTBOX, _pull.META], "readwrite", body)
-    self.replica._watchers.changed(collections)
-    latest = max((c.hlc for c in known), default="")
-    if latest and observe:
-        await self.replica.observe(latest)
-
-
-# _pull.py: a base sync reads the scope BASE_PAGE items per request (not 1 MB pages of
-# thousands), so that converting and applying a page stay short tasks, and requests
-# the next page before applying the current one (the request overlaps the local
-# transaction). The clock observes the latest timestamp once at the end, not in a
-# transaction of its own after every page. The records to drop are found reading
-# the store in key-ordered slices of SCAN records.
-BASE_PAGE = 100
-SCAN = 250
-
-
-async def base_sync(self, report, progress=None):
-    report.base_sync = True
-    head_item = await self.remote.call(
-        "GetItem",
-        {
-            "TableName": self.changes_table,
-            "Key": {"pk": _pull.to_attr(self.scope), "sk": _pull.to_attr(0)},
-            "ConsistentRead": True,
-        },
-    )
-    head = int(head_item.get("Item", {}).get("head", {}).get("N", 0))
-    seen = set()
-    latest = ""
-
-    def query(start):
-        request = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": _pull.to_attr(self.scope)},
-            "ConsistentRead": True,
-            "Limit": BASE_PAGE,
-        }
-        if start:
-            request["ExclusiveStartKey"] = start
-        return asyncio.ensure_future(self.remote.call("Query", request))
-
-    following = query(None)
-    try:
-        while True:
-            page = await following
-            start = page.get("LastEvaluatedKey")
-            following = query(start) if start else None
-            changes = []
-            for item in page.get("Items", []):
-                collection, key = _pull.parse_sort_key(item["sk"]["S"])
-                doc, system = _pull.document_of(item)
-                seen.add((collection, key))
-                version = system.get("_v")
-                changes.append(
-                    _pull._Change(
-                        collection, key, head, doc,
-                        None if version is None else int(version),
-                        str(system.get("_hlc") or ""),
-                    )
-                )
-            report.pages += 1
-            if progress:
-                progress(report.pages)
-            if changes:
-                latest = max(latest, max(c.hlc for c in changes))
-                await self.apply(changes, report, cursor=None, force=True, observe=False)
-            if following is None:
-                break
-    finally:
-        if following is not None and not following.done():
-            following.cancel()
-    if latest:
-        await self.replica.observe(latest)
-    await self._drop_unseen(seen, head, report)
-    return head
-
-
-async def _drop_unseen(self, seen, head, report):
-    doomed = []
-    for collection in self.replica.schema.collections:
-        after = None
-        while True:
-            records = await self.replica.store.query(
-                collection,
-                range=None if after is None else KeyRange.at_least(after, open=True),
-                limit=SCAN,
-            )
-            for record in records:
-                if (collection, record["id"]) not in seen:
-                    doomed.append(_pull._Change(collection, record["id"], head, None, None))
-            if len(records) < SCAN:
-                break
-            after = records[-1]["id"]
-    await self.apply(doomed, report, cursor=head, force=True)
-
-
-_PATCHED = {
-    Pusher: {"push": push, "_push_batch": _push_batch, "_acked": _acked, "_ack": _ack,
-             "_acked_all": _acked_all, "_next": _next},
-    Puller: {"apply": apply, "base_sync": base_sync, "_drop_unseen": _drop_unseen},
-}
-_ORIGINAL = {
-    cls: {name: cls.__dict__.get(name) for name in names} for cls, names in _PATCHED.items()
-}
-
-
-def apply_patch(on):
-    for cls, names in _PATCHED.items():
-        for name, function in names.items():
-            original = _ORIGINAL[cls][name]
-            if on:
-                setattr(cls, name, function)
-            elif original is None:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, original)
-'''
-
-PROPOSED_SETUP = (
-    "import types\nproposed = types.ModuleType('proposed')\n"
-    f"exec({PROPOSED_PATCH!r}, proposed.__dict__)"
-)
-
-
 # -- servers ----------------------------------------------------------------------------
 
 
@@ -745,14 +422,14 @@ def proxy(endpoint: str, origin: str) -> Iterator[str]:
 
 
 def boto3_client(endpoint: str) -> Any:
-    """One boto3 client (thread-safe), with a pool for the 16 threads, no retries."""
+    """One boto3 client (thread-safe), with a pool for the THREADS threads, no retries."""
     return boto3.client(
         "dynamodb",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",
-        config=Config(max_pool_connections=WINDOW, retries={"max_attempts": 1}),
+        config=Config(max_pool_connections=THREADS, retries={"max_attempts": 1}),
     )
 
 
@@ -876,36 +553,21 @@ class Names:
         return f"{kind}-{self.stamp}-{self.count}"
 
 
-def _patched(code: str) -> str:
-    """``code`` run with the proposed patch applied in the page."""
-    return (
-        "proposed.apply_patch(True)\n"
-        f"try:\n    result = {code}\nfinally:\n    proposed.apply_patch(False)\nresult"
-    )
-
-
-def pysync_push(page: Any, url: str, user: str, n: int, patched: bool) -> dict[str, Any]:
+def pysync_push(page: Any, url: str, user: str, n: int) -> dict[str, Any]:
     prepared = page.run_python_json(f"await prepare_push({user!r}, {n})")
     token = issue_token(DEV_JWT_SECRET, user)
-    code = f"await push({user!r}, {url!r}, {token!r})"
-    if patched:
-        code = _patched(code)
-    run = page.run_python_json(code)
+    run = page.run_python_json(f"await push({user!r}, {url!r}, {token!r})")
     if run["pushed"] != n or run["left_in_outbox"] or run["conflicts"] or run["rejected"]:
         raise RuntimeError(f"push did not push everything: {run}")
     run["prepare_ms"] = prepared["prepare_ms"]
     return run
 
 
-def pysync_pull(
-    page: Any, url: str, user: str, scope: str, n: int, patched: bool
-) -> dict[str, Any]:
+def pysync_pull(page: Any, url: str, user: str, scope: str, n: int) -> dict[str, Any]:
     # The loaded scope is the user's own (u#<user>): the replica's default scope.
     assert scope == f"u#{user}"
     token = issue_token(DEV_JWT_SECRET, user)
     code = f"await base_sync({user!r}, {url!r}, {token!r}, {n})"
-    if patched:
-        code = _patched(code)
     supported = page.run_js("() => longTasks.start()")
     run = page.run_python_json(code)
     entries = page.run_js("() => longTasks.stop()")
@@ -922,19 +584,25 @@ def pysync_pull(
 
 
 def js_fetch_push(page: Any, url: str, user: str, n: int) -> dict[str, Any]:
-    """The requests pysync's push sends, posted by plain JS fetch (WINDOW in flight)."""
-    bodies = [
-        json.dumps(
-            {
+    """The requests pysync's push sends (packs of PACK conditional puts in one
+    TransactWriteItems), posted by plain JS fetch, PACKS_IN_FLIGHT at a time."""
+    puts = [
+        {
+            "Put": {
                 "TableName": TABLE,
                 "Item": item(f"u#{user}", doc),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
-        )
+        }
         for doc in make_docs(n)
     ]
-    run = page.run_js(FETCH_JS, [url, issue_token(DEV_JWT_SECRET, user), bodies, WINDOW])
+    bodies = [
+        json.dumps({"TransactItems": puts[i : i + PACK], "ClientRequestToken": str(uuid.uuid4())})
+        for i in range(0, n, PACK)
+    ]
+    token = issue_token(DEV_JWT_SECRET, user)
+    run = page.run_js(FETCH_JS, [url, token, bodies, PACKS_IN_FLIGHT])
     if run["failures"]:
         raise RuntimeError(f"fetch push failed: {run['failures'][:3]}")
     return {"ms": run["ms"], "items": n}
@@ -945,30 +613,27 @@ def push_phase(
 ) -> dict[str, Any]:
     n = args.push_n
     _log(f"push: warm-up ({args.push_warmup} items each)")
-    pysync_push(page, url, names.next("warm"), args.push_warmup, patched=False)
+    pysync_push(page, url, names.next("warm"), args.push_warmup)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, 1)
-    boto3_push(client, "u#" + names.next("warm"), args.push_warmup, WINDOW)
+    boto3_push(client, "u#" + names.next("warm"), args.push_warmup, THREADS)
     runs: dict[str, list[dict[str, Any]]] = {
         "pysync": [],
-        "pysync_proposed": [],
         "boto3_sequential": [],
         "boto3_threads16": [],
-        "js_fetch16": [],
+        "js_fetch_packs": [],
     }
     for round_ in range(args.push_runs):
-        variants = ["boto3_sequential", "boto3_threads16", "js_fetch16", "pysync"]
-        if args.proposed:
-            variants.append("pysync_proposed")
+        variants = ["boto3_sequential", "boto3_threads16", "js_fetch_packs", "pysync"]
         if round_ % 2:
             variants.reverse()
         for variant in variants:
             user = names.next("push")
-            if variant.startswith("pysync"):
-                run = pysync_push(page, url, user, n, patched=variant == "pysync_proposed")
-            elif variant == "js_fetch16":
+            if variant == "pysync":
+                run = pysync_push(page, url, user, n)
+            elif variant == "js_fetch_packs":
                 run = js_fetch_push(page, url, user, n)
             else:
-                threads = 1 if variant == "boto3_sequential" else WINDOW
+                threads = 1 if variant == "boto3_sequential" else THREADS
                 run = boto3_push(client, f"u#{user}", n, threads)
             runs[variant].append(run)
             _log(f"push n={n} {variant}: {run['ms']:.0f} ms, {_rate(run, n):.0f} items/s")
@@ -996,13 +661,11 @@ def pull_phase(
     boto3_query(client, scope, n)  # warm-up
     runs: dict[str, list[dict[str, Any]]] = {
         "pysync": [],
-        "pysync_proposed": [],
         "boto3": [],
         "js_fetch_idb": [],
     }
     for round_ in range(args.pull_runs):
         variants = ["boto3", "js_fetch_idb", "pysync"]
-        variants += ["pysync_proposed"] if args.proposed else []
         if round_ % 2:
             variants.reverse()
         for variant in variants:
@@ -1011,7 +674,7 @@ def pull_phase(
             elif variant == "js_fetch_idb":
                 run = js_pull(page, url, base_user, scope, n)
             else:
-                run = pysync_pull(page, url, base_user, scope, n, variant == "pysync_proposed")
+                run = pysync_pull(page, url, base_user, scope, n)
             runs[variant].append(run)
             extra = ""
             if "longtasks" in run:
@@ -1043,8 +706,6 @@ def _row(
     ours_rate = _rate_of(runs["pysync"], n)
     theirs_rate = _rate_of(runs[baseline], n)
     ratio = ours_rate / theirs_rate
-    proposed = runs.get("pysync_proposed") or []
-    proposed_rate = _rate_of(proposed, n) if proposed else None
     return {
         "operation": operation,
         "n": n,
@@ -1061,12 +722,9 @@ def _row(
         # browser's own limit, whatever pysync does.
         "js_floor_items_per_s": _rate_of(runs[floor], n),
         "js_floor_ratio": round(_rate_of(runs[floor], n) / theirs_rate, 3),
-        "proposed_items_per_s": proposed_rate if proposed_rate is not None else "-",
-        "proposed_ratio": round(proposed_rate / theirs_rate, 3) if proposed_rate else "-",
         "pysync_ms": ours,
         "baseline_ms": theirs,
         "js_floor_ms": _stats([r["ms"] for r in runs[floor]]),
-        "proposed_ms": _stats([r["ms"] for r in proposed]) if proposed else None,
     }
 
 
@@ -1074,12 +732,12 @@ def rows(push: dict[str, Any], pull: dict[str, Any], args: argparse.Namespace) -
     """The rows of the report: push vs both boto3 baselines, base sync, long tasks."""
     out = [
         _row(
-            "push (new records, conditional PutItem)",
+            "push (new records, conditional puts)",
             args.push_n,
             push,
             name,
             f"boto3 put_item, {label}",
-            "js_fetch16",
+            "js_fetch_packs",
             GOAL_PUSH,
         )
         for name, label in (("boto3_sequential", "sequential"), ("boto3_threads16", "16 threads"))
@@ -1100,7 +758,6 @@ def rows(push: dict[str, Any], pull: dict[str, Any], args: argparse.Namespace) -
         return max(runs, key=lambda r: r["longtasks"]["max_ms"])["longtasks"]
 
     ours = worst(pull["pysync"])
-    proposed = pull.get("pysync_proposed") or []
     out.append(
         {
             "operation": "longest main-thread task during base sync (ms; tasks > 50 ms)",
@@ -1116,14 +773,7 @@ def rows(push: dict[str, Any], pull: dict[str, Any], args: argparse.Namespace) -
             "goal_met": all(r["longtasks"]["over_50ms"] == 0 for r in pull["pysync"]),
             "js_floor_items_per_s": "-",
             "js_floor_ratio": "-",
-            "proposed_items_per_s": (
-                f"{worst(proposed)['max_ms']:.0f} ms; {worst(proposed)['over_50ms']} over 50 ms"
-                if proposed
-                else "-"
-            ),
-            "proposed_ratio": "-",
             "longtasks_per_run": [r["longtasks"] for r in pull["pysync"]],
-            "proposed_longtasks_per_run": [r["longtasks"] for r in proposed],
         }
     )
     return out
@@ -1137,12 +787,6 @@ def main() -> None:
     parser.add_argument("--push-warmup", type=int, default=100, help="items of the warm-up push")
     parser.add_argument("--pull-n", type=int, default=20_000, help="items of the base sync")
     parser.add_argument("--pull-runs", type=int, default=2, help="measured rounds of base sync")
-    parser.add_argument(
-        "--no-proposed",
-        dest="proposed",
-        action="store_false",
-        help="skip the extra runs with the proposed src patch (monkeypatched in the page)",
-    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -1162,8 +806,6 @@ def main() -> None:
                 page.run_python(PAGE_CODE)
                 page.run_python(f"TABLE = {TABLE!r}")
                 page.run_js(f"() => {{ {LONGTASK_JS} }}")
-                if args.proposed:
-                    page.run_python(PROPOSED_SETUP)
                 url = base_url + "/dynamodb"
                 push = push_phase(page, url, client, args, names)
                 pull = pull_phase(page, url, client, args, names)
@@ -1181,8 +823,7 @@ def main() -> None:
             f"{args.pull_runs} round(s) per variant; variants alternate"
         ),
         "push_n_note": (
-            "push measured with N = 2,000, not 10,000: pysync's push runs at a few dozen "
-            "items/s on this machine, so 10,000 would exceed the run-time budget; "
+            f"push measured with N = {args.push_n:,} (--push-n), not 10,000; "
             "nothing is extrapolated"
             if args.push_n < 10_000
             else ""
@@ -1190,7 +831,6 @@ def main() -> None:
         "rows": rows(push, pull, args),
         "push_runs": push,
         "pull_runs": pull,
-        "proposed_patch_measured": args.proposed,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
