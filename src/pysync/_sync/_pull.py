@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 PAGE = 500
 #: Items per base-sync request: each request costs several ms of fixed overhead
 #: through the proxy (measured: pages of 100 read 20,000 items at about 8,000/s,
-#: pages of 1,000 at about 34,000/s). The next page is fetched meanwhile.
-BASE_PAGE = 1000
+#: pages of 500 at about 30,000/s; a bigger page is one longer task to decode). The next
+#: page is fetched meanwhile.
+BASE_PAGE = 500
 #: Items converted and applied per store transaction: short tasks, a responsive page.
 APPLY_CHUNK = 100
 #: Local records read per slice when looking for the ones a base sync did not see.

@@ -28,10 +28,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._documents import Key
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch
 from .._remote import Remote, RemoteError
+from .._replica import _Writes
 from .._schema import CONFLICTS, with_index_keys
 from .._store import KeyRange, Transaction
 from ._items import document_of, sort_key
@@ -390,16 +392,7 @@ class Pusher:
 
     async def _set_state(self, batch: list[Entry], state: str, **fields: Any) -> None:
         """Store ``state`` (and other ``fields``) on the batch's entries still in the outbox."""
-
-        def body(tx: Transaction) -> None:
-            for entry in batch:
-                tx.get(OUTBOX, entry["n"]).then(
-                    lambda found: (
-                        tx.put(OUTBOX, {**found, "state": state, **fields}) if found else None
-                    )
-                )
-
-        await self.replica.store.run(OUTBOX, "readwrite", body)
+        await self._update_entries(batch, lambda found: {**found, "state": state, **fields})
 
     async def _set_inflight(self, batch: list[Entry], since: int) -> None:
         """Mark entries in flight, with the changelog seq their write can only land after.
@@ -407,38 +400,64 @@ class Pusher:
         ``since`` is kept from the first attempt: it bounds where :meth:`_settle`
         looks for the write in the changelog.
         """
+        await self._update_entries(
+            batch, lambda found: {**found, "state": INFLIGHT, "since": found.get("since", since)}
+        )
+
+    async def _update_entries(self, batch: list[Entry], change: Callable[[Entry], Entry]) -> None:
+        """Rewrite the batch's entries still in the outbox (one read, one write request)."""
 
         def body(tx: Transaction) -> None:
-            for entry in batch:
-                tx.get(OUTBOX, entry["n"]).then(
-                    lambda found: (
-                        tx.put(
-                            OUTBOX,
-                            {**found, "state": INFLIGHT, "since": found.get("since", since)},
-                        )
-                        if found
-                        else None
-                    )
-                )
+            tx.get_many(OUTBOX, [entry["n"] for entry in batch]).then(
+                lambda found: tx.put_many(OUTBOX, [change(e) for e in found if e is not None])
+            )
 
         await self.replica.store.run(OUTBOX, "readwrite", body)
 
     async def _acked(self, acks: list[Ack]) -> None:
-        """The writes landed: drop their entries, rebase the edits that follow them."""
+        """The writes landed: drop their entries, rebase the edits that follow them.
+
+        The acks are of different records (a window holds one entry per record):
+        their records and outbox entries are read, and written, in a few requests.
+        """
         if not acks:
             return
-        collections = sorted({entry["collection"] for entry, _, _ in acks})
+        targets = [(entry["collection"], entry["id"]) for entry, _, _ in acks]
+        keys: dict[str, list[Key]] = {}
+        for collection, key in targets:
+            keys.setdefault(collection, []).append(key)
 
         def body(tx: Transaction) -> None:
-            for entry, server_doc, version in acks:
-                self._ack(tx, entry, server_doc, version)
+            found = {c: tx.get_many(c, k) for c, k in keys.items()}
+            others = tx.lookup(OUTBOX, "by_record", targets)
 
-        await self.replica.store.run([*collections, OUTBOX], "readwrite", body)
+            def done(pending: list[list[Entry]]) -> None:
+                current = {
+                    (c, k): record
+                    for c, request in found.items()
+                    for k, record in zip(keys[c], request.result, strict=True)
+                }
+                writes = _Writes()
+                for (entry, server_doc, version), entries in zip(acks, pending, strict=True):
+                    target = (entry["collection"], entry["id"])
+                    self._ack(writes, entry, server_doc, version, current[target], entries)
+                writes.issue(tx)
+
+            others.then(done)
+
+        await self.replica.store.run([*keys, OUTBOX], "readwrite", body)
 
     def _ack(
-        self, tx: Transaction, entry: Entry, server_doc: dict[str, Any] | None, version: int
+        self,
+        writes: _Writes,
+        entry: Entry,
+        server_doc: dict[str, Any] | None,
+        version: int,
+        current: dict[str, Any] | None,
+        entries: list[Entry],
     ) -> None:
-        """Drop one landed entry (its write made ``version``, holding ``server_doc``)."""
+        """Drop one landed entry (its write made ``version``, holding ``server_doc``);
+        ``current`` is its record and ``entries`` its record's outbox entries."""
         collection, key = entry["collection"], entry["id"]
         base_v = entry["base_v"]
         # The write may sit under writes this replica has not seen: an increment alone
@@ -446,31 +465,24 @@ class Pusher:
         # written over since. Then ``version`` holds them and is not local edits' base.
         foreign = version != (base_v or 0) + 1
         spec = self.replica.schema.collections[collection]
-        record = tx.get(collection, key)
-        others = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
-
-        def done(entries: list[Entry]) -> None:
-            tx.delete(OUTBOX, entry["n"])
-            rest = [e for e in entries if e["n"] != entry["n"]]
-            for follower in rest:
-                if follower["follows"] == entry["mid"]:
-                    rebased = (
-                        {"base": self._written_doc(entry), "base_v": base_v}
-                        if foreign  # its push meets the unseen writes as a conflict
-                        else {"base": server_doc, "base_v": version}
-                    )
-                    tx.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
-            current = record.result
-            if not rest:  # nothing else pending: the record is what the server has
-                if server_doc is None:
-                    tx.delete(collection, key)
-                else:
-                    seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
-                    tx.put(collection, with_index_keys(spec, {**server_doc, "_v": version, **seq}))
-            elif current is not None and not foreign:
-                tx.put(collection, {**current, "_v": version})
-
-        others.then(done)
+        writes.delete(OUTBOX, entry["n"])
+        rest = [e for e in entries if e["n"] != entry["n"]]
+        for follower in rest:
+            if follower["follows"] == entry["mid"]:
+                rebased = (
+                    {"base": self._written_doc(entry), "base_v": base_v}
+                    if foreign  # its push meets the unseen writes as a conflict
+                    else {"base": server_doc, "base_v": version}
+                )
+                writes.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
+        if not rest:  # nothing else pending: the record is what the server has
+            if server_doc is None:
+                writes.delete(collection, key)
+            else:
+                seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
+                writes.put(collection, with_index_keys(spec, {**server_doc, "_v": version, **seq}))
+        elif current is not None and not foreign:
+            writes.put(collection, {**current, "_v": version})
 
     async def _conflict(self, entry: Entry, old: dict[str, Any] | None, report: PushReport) -> None:
         remote_doc, system = document_of(old)
