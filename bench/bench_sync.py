@@ -1,6 +1,6 @@
 """Sync: pysync push and base sync in Chromium vs boto3 straight to DynamoDB Local.
 
-Run: ``.venv/bin/python bench/bench_sync.py [--push-n 2000] [--pull-n 20000]``
+Run: ``.venv/bin/python bench/bench_sync.py [--push-n 10000] [--pull-n 20000]``
 
 One run starts DynamoDB Local (in memory), creates the tables, opens one Chromium
 page (bench/pages/bench.html through bench/_browser.py) and serves the pysync proxy
@@ -782,11 +782,11 @@ def rows(push: dict[str, Any], pull: dict[str, Any], args: argparse.Namespace) -
 def main() -> None:
     """Run the benchmark and write bench/results/sync.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--push-n", type=int, default=2000, help="pending mutations to push")
+    parser.add_argument("--push-n", type=int, default=10_000, help="pending mutations to push")
     parser.add_argument("--push-runs", type=int, default=1, help="measured rounds of push")
     parser.add_argument("--push-warmup", type=int, default=100, help="items of the warm-up push")
     parser.add_argument("--pull-n", type=int, default=20_000, help="items of the base sync")
-    parser.add_argument("--pull-runs", type=int, default=2, help="measured rounds of base sync")
+    parser.add_argument("--pull-runs", type=int, default=3, help="measured rounds of base sync")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
