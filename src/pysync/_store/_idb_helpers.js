@@ -24,28 +24,122 @@
     });
   },
 
+  // Running transactions by id: Python refers to them by id only, so that a
+  // transaction costs no JavaScript proxy.
+  txs: new Map(),
+
   // sink(txId, -1, null) on commit, sink(txId, -2, error) on abort.
   begin(db, stores, mode, sink, txId) {
     const tx = db.transaction(stores, mode, { durability: "strict" });
-    tx.oncomplete = () => sink(txId, -1, null);
+    this.txs.set(txId, tx);
+    tx.oncomplete = () => {
+      this.txs.delete(txId);
+      sink(txId, -1, null);
+    };
     // A null error (an abort we asked for) is passed as undefined, which is None in Python.
-    tx.onabort = () => sink(txId, -2, tx.error ?? undefined);
+    tx.onabort = () => {
+      this.txs.delete(txId);
+      sink(txId, -2, tx.error ?? undefined);
+    };
     return tx;
   },
 
-  source(tx, store, index) {
-    const objectStore = tx.objectStore(store);
-    return index === undefined || index === null ? objectStore : objectStore.index(index);
+  abort(txId) {
+    this.txs.get(txId)?.abort();
   },
 
-  // Records sent by Python as one JSON text (see _records_to_js). None must be
-  // undefined, as to_js makes it: a stored null reads back as JsNull, not None.
-  parseRecords(text) {
-    const values = JSON.parse(text);
-    if (text.includes("null")) this.undefineNulls(values);
-    return values;
+  // Issues the requests that Python queued in one synchronous step of transaction
+  // `txId` (its body, or the callbacks of one batch of results), in order, with one
+  // call. `ops` is JSON text (`text` true: see IndexedDBTransaction._flush; nulls in
+  // records become undefined, as to_js makes None) or the same list made by to_js.
+  // The first step begins the transaction: its first op is ["begin", stores, mode]
+  // and `db` is the connection. The results of the reads go back to Python
+  // together, once the last one succeeded: sink(txId, batch, [result per read]). A
+  // request that fails is not handled here: it aborts the transaction, whose abort
+  // event reports the error. A request that throws aborts the transaction too,
+  // and the error is rethrown.
+  run(db, txId, ops, text, sink, batch) {
+    const nulls = text && ops.includes("null");
+    if (text) ops = JSON.parse(ops);
+    let tx = this.txs.get(txId);
+    try {
+      let i = 0;
+      if (tx === undefined) {
+        const [, stores, mode] = ops[i++];
+        tx = this.begin(db, stores, mode, sink, txId);
+      }
+      const out = [];
+      let left = 0;
+      let source = null;
+      const expect = (r, slot, into = out) => {
+        left++;
+        r.onsuccess = () => {
+          into[slot] = r.result;
+          if (--left === 0) sink(txId, batch, out);
+        };
+      };
+      for (; i < ops.length; i++) {
+        const op = ops[i];
+        const store = tx.objectStore(op[1]);
+        switch (op[0]) {
+          case "put":
+            if (nulls) this.undefineNulls(op[2]);
+            for (const value of op[2]) store.put(value);
+            break;
+          case "delete":
+            for (const key of op[2]) store.delete(key);
+            break;
+          case "clear":
+            store.clear();
+            break;
+          case "get": {
+            const keys = op[2];
+            const records = new Array(keys.length);
+            out.push(records);
+            keys.forEach((key, k) => expect(store.get(key), k, records));
+            source = store;
+            break;
+          }
+          case "lookup": {
+            const index = store.index(op[2]);
+            const keys = op[3];
+            const groups = new Array(keys.length);
+            out.push(groups);
+            keys.forEach((key, k) => expect(index.getAll(IDBKeyRange.only(key)), k, groups));
+            source = store;
+            break;
+          }
+          case "count":
+            source = op[2] == null ? store : store.index(op[2]);
+            out.push(undefined);
+            expect(source.count(this.range(op[3])), out.length - 1);
+            break;
+          case "query":
+            source = op[2] == null ? store : store.index(op[2]);
+            out.push(undefined);
+            this.query(source, this.range(op[3]), op[4], op[5], op[6], out, out.length - 1, expect);
+            break;
+          default:
+            throw new Error(`pysync: unknown store operation ${op[0]}`);
+        }
+      }
+      // Reads whose results were known in advance (no keys, limit 0) still
+      // arrive through a request, after what the transaction did before.
+      if (source !== null && left === 0) {
+        source.count(IDBKeyRange.only(0)).onsuccess = () => sink(txId, batch, out);
+      }
+      // No reads: no callback will make another request, so the transaction can
+      // commit as soon as these are done, without waiting for their results to
+      // come back here first. A request that fails still aborts it.
+      if (batch == null && typeof tx.commit === "function") tx.commit();
+    } catch (error) {
+      if (tx !== undefined && this.txs.has(txId)) tx.abort();
+      throw error;
+    }
   },
 
+  // Records sent by Python as JSON. None must be undefined, as to_js makes it: a
+  // stored null reads back as JsNull, not None.
   undefineNulls(value) {
     const keys = Array.isArray(value) ? value.keys() : Object.keys(value);
     for (const key of keys) {
@@ -55,72 +149,40 @@
     }
   },
 
-  putAll(store, values) {
-    for (const value of values) store.put(value);
+  // [lower, upper, lowerOpen, upperOpen, hasLower, hasUpper], or null for all keys.
+  range(range) {
+    if (range == null) return null;
+    const [lower, upper, lowerOpen, upperOpen, hasLower, hasUpper] = range;
+    if (hasLower && hasUpper) return IDBKeyRange.bound(lower, upper, lowerOpen, upperOpen);
+    if (hasLower) return IDBKeyRange.lowerBound(lower, lowerOpen);
+    if (hasUpper) return IDBKeyRange.upperBound(upper, upperOpen);
+    return null;
   },
 
-  deleteAll(store, keys) {
-    for (const key of keys) store.delete(key);
-  },
-
-  // A failing request is not handled here: it aborts the transaction, whose
-  // abort event reports the error.
-  // One request per key (made by `request(key)`); reports the results, in key
-  // order, once the last one succeeded.
-  gather(source, keys, request, sink, txId, requestId) {
-    const out = new Array(keys.length);
-    let left = keys.length;
-    if (left === 0) return this.later(source, out, sink, txId, requestId);
-    keys.forEach((key, i) => {
-      const r = request(key);
-      r.onsuccess = () => {
-        out[i] = r.result;
-        if (--left === 0) sink(txId, requestId, out);
-      };
-    });
-  },
-
-  // A missing record is undefined, which Python reads as None.
-  getMany(store, keys, sink, txId, requestId) {
-    this.gather(store, keys, (key) => store.get(key), sink, txId, requestId);
-  },
-
-  lookup(source, keys, sink, txId, requestId) {
-    const all = (key) => source.getAll(IDBKeyRange.only(key));
-    this.gather(source, keys, all, sink, txId, requestId);
-  },
-
-  count(source, range, sink, txId, requestId) {
-    const request = source.count(range);
-    request.onsuccess = () => sink(txId, requestId, request.result);
-  },
-
-  // Delivers a result known in advance through a request, so that it still
-  // arrives in request order.
-  later(source, value, sink, txId, requestId) {
-    const request = source.count(IDBKeyRange.only(0));
-    request.onsuccess = () => sink(txId, requestId, value);
-  },
-
-  query(source, range, reverse, offset, limit, sink, txId, requestId) {
-    if (limit === 0) return this.later(source, [], sink, txId, requestId);
-    if (!reverse && offset === 0) {
-      const request = source.getAll(range, limit === null ? undefined : limit);
-      request.onsuccess = () => sink(txId, requestId, request.result);
+  // Puts the matching records into out[slot]: getAll where it can, else a cursor.
+  query(source, range, reverse, offset, limit, out, slot, expect) {
+    if (limit === 0) {
+      out[slot] = [];
       return;
     }
-    const out = [];
+    if (!reverse && offset === 0) {
+      expect(source.getAll(range, limit == null ? undefined : limit), slot);
+      return;
+    }
+    const rows = [];
     let skipped = offset === 0;
     const request = source.openCursor(range, reverse ? "prev" : "next");
+    const walk = { onsuccess: null, result: rows };
+    expect(walk, slot);
     request.onsuccess = () => {
       const cursor = request.result;
-      if (cursor === null) return sink(txId, requestId, out);
+      if (cursor === null) return walk.onsuccess();
       if (!skipped) {
         skipped = true;
         return cursor.advance(offset);
       }
-      out.push(cursor.value);
-      if (limit !== null && out.length >= limit) return sink(txId, requestId, out);
+      rows.push(cursor.value);
+      if (limit != null && rows.length >= limit) return walk.onsuccess();
       cursor.continue();
     };
   },

@@ -1,10 +1,11 @@
 """The IndexedDB backend: the only module of pysync's store that touches ``js``.
 
-Requests are issued synchronously from the transaction body and from request
+Requests are made synchronously from the transaction body and from request
 callbacks, never across an ``await`` (which would let the browser commit the
-transaction early); only the transaction's end is awaited. Batches and event
-wiring live in ``_idb_helpers.js``; every request reports to one Python sink per
-database, so a transaction creates no JavaScript proxy of its own.
+transaction early); only the transaction's end is awaited. The requests of each
+such step cross to JavaScript in one call (``_idb_helpers.js`` ``run``), mostly
+as one JSON text, and the results of its reads come back in one call to one
+Python sink per database, so a transaction creates no JavaScript proxy of its own.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -22,11 +22,12 @@ from .._errors import (
     SchemaError,
     StoreError,
     TransactionAbortedError,
+    TransactionInactiveError,
     store_error,
 )
 from . import _codec
 from ._base import Database, Mode, Record, Request, Transaction
-from ._schema import KeyPath, KeyRange, Schema
+from ._schema import KeyPath, KeyRange, Schema, StoreSchema
 
 _helpers: Any = None
 
@@ -55,108 +56,150 @@ def _error_from_js(error: Any) -> StoreError:
     return store_error(str(error.name), str(error.message))
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Re-raise exceptions thrown synchronously by IndexedDB as pysync errors."""
-    from pyodide.ffi import JsException
+class _Translated:
+    """``with _translated:`` re-raises exceptions thrown synchronously by IndexedDB as
+    pysync errors (a class, not a generator: it is entered on every request step)."""
 
-    try:
-        yield
-    except JsException as error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if error is None:
+            return
+        from pyodide.ffi import JsException
+
+        if not isinstance(error, JsException):
+            return
         js_error = getattr(error, "js_error", None)
         name = getattr(js_error, "name", None) or getattr(error, "name", "UnknownError")
         message = getattr(js_error, "message", None) or str(error)
         raise store_error(str(name), str(message)) from None
 
 
-def _records_to_js(records: list[Record]) -> Any:
-    """Encoded records as JS objects, as ``_to_js`` makes them, but faster.
+_translated = _Translated()
+
+# JSON for _idb_helpers.js: exact or refused (NaN, infinities), compact. One encoder,
+# not one per json.dumps call.
+_JSON = json.JSONEncoder(allow_nan=False, check_circular=False, separators=(",", ":"))
+
+
+def _payload(ops: list[list[Any]], records: list[Record]) -> tuple[Any, bool]:
+    """``ops`` for ``_idb_helpers.js`` ``run``: one JSON text when JSON is exact, else ``to_js``.
 
     One JSON text parsed by ``JSON.parse`` costs about half of ``to_js`` with
-    ``Object.fromEntries`` per dict (10,000 records: 22 vs 50 ms). JSON is exact
-    unless a record holds bytes or an int beyond 2**53 (its sidecar says so) or
-    NaN/Infinity (``allow_nan=False`` raises): those batches take ``_to_js``.
+    ``Object.fromEntries`` per dict (10,000 records: 22 vs 50 ms), and a step's
+    requests cross to JavaScript in one call. JSON is exact unless a record holds
+    bytes or an int beyond 2**53 (its sidecar says so), or a record or key holds
+    bytes or NaN/Infinity (``json.dumps`` raises): those steps take ``_to_js``.
+    ``records`` are the records of the step's puts.
     """
     if not any(
         _codec.SIDECAR in r and ("n" in r[_codec.SIDECAR] or "b" in r[_codec.SIDECAR])
         for r in records
     ):
         try:
-            text = json.dumps(records, allow_nan=False, check_circular=False, separators=(",", ":"))
+            text = _JSON.encode(ops)
         except (TypeError, ValueError):
             pass
         else:
-            return _js().parseRecords(text)
-    return _to_js(records)
+            return text, True
+    return _to_js(ops), False
 
 
-def _key(key: Any) -> Any:
-    return _to_js(list(key)) if isinstance(key, tuple) else _to_js(key)
-
-
-def _range(range: KeyRange | None) -> Any:
+def _range(range: KeyRange | None) -> list[Any] | None:
+    """A key range as ``_idb_helpers.js`` ``range`` takes it."""
     if range is None:
         return None
-    import js
-
-    with _translated():
-        if range.has_lower and range.has_upper:
-            return js.IDBKeyRange.bound(
-                _key(range.lower), _key(range.upper), range.lower_open, range.upper_open
-            )
-        if range.has_lower:
-            return js.IDBKeyRange.lowerBound(_key(range.lower), range.lower_open)
-        if range.has_upper:
-            return js.IDBKeyRange.upperBound(_key(range.upper), range.upper_open)
-    return None
+    return [
+        range.lower if range.has_lower else None,
+        range.upper if range.has_upper else None,
+        range.lower_open,
+        range.upper_open,
+        range.has_lower,
+        range.has_upper,
+    ]
 
 
-def _records(value: Any) -> list[Record]:
-    return [_codec.decode(record) for record in value.to_py()]
+def _records(value: list[Any]) -> list[Record]:
+    return [_codec.decode(record) for record in value]
 
 
-def _maybe_records(value: Any) -> list[Record | None]:
-    # A missing record is JavaScript null, which to_py() keeps as JsNull.
-    return [_codec.decode(r) if isinstance(r, dict) else None for r in value.to_py()]
+def _maybe_records(value: list[Any]) -> list[Record | None]:
+    # A missing record is undefined (None); JavaScript null would be JsNull.
+    return [_codec.decode(r) if isinstance(r, dict) else None for r in value]
+
+
+def _groups(value: list[list[Any]]) -> list[list[Record]]:
+    return [[_codec.decode(r) for r in group] for group in value]
 
 
 def _key_path(key_path: KeyPath) -> Any:
     return _to_js(list(key_path)) if isinstance(key_path, tuple) else key_path
 
 
+# Transaction ids, unique in the page: the JavaScript helper keeps every running
+# transaction by its id.
+_tx_ids = itertools.count()
+
+_Read = tuple[Request[Any], Callable[[Any], Any]]
+
+
 class IndexedDBTransaction(Transaction):
-    """A transaction of :class:`IndexedDBDatabase`."""
+    """A transaction of :class:`IndexedDBDatabase`.
+
+    Requests are queued and sent to JavaScript in one call per synchronous step: at
+    the end of the body and after each batch of callbacks (a step's requests are
+    all made before the browser's event loop turns, so IndexedDB sees them in the
+    same order and the same transaction as if each had been sent at once). The
+    browser transaction begins with the first step. The results of a step's reads
+    come back together in one call, once the last one is known; their callbacks
+    run then, in request order, and their requests form the next step.
+    """
 
     def __init__(self, db: IndexedDBDatabase, stores: Sequence[str], mode: Mode) -> None:
         super().__init__(db.schema, stores, mode)
         self._db = db
-        self._id = next(db.ids)
-        self._pending: dict[int, tuple[Request[Any], Callable[[Any], Any]]] = {}
-        self._request_ids = itertools.count()
+        self._id = next(_tx_ids)
+        self._begun = False
+        # Whether requests may be made: in the body and in callbacks, as in IndexedDB.
+        self._open = True
+        self._ops: list[list[Any]] = [["begin", list(stores), mode]]
+        self._records: list[Record] = []
+        self._reads: list[_Read] = []
+        self._batches: dict[int, list[_Read]] = {}
+        self._batch_ids = itertools.count()
         self._done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._failure: BaseException | None = None
-        with _translated():
-            self._tx = _js().begin(db.connection, _to_js(list(stores)), mode, db.sink, self._id)
+        self._aborting = False
         db.transactions[self._id] = self
 
     # Called by the database sink, synchronously inside IndexedDB's events.
-    def deliver(self, request_id: int, value: Any) -> None:
-        if request_id == -1:
+    def deliver(self, batch: int, value: Any) -> None:
+        if batch == -1:
             self._end(None)
-        elif request_id == -2:
+        elif batch == -2:
             self._end(self._failure or _error_from_js(value))
         else:
-            request, convert = self._pending.pop(request_id)
+            reads = self._batches.pop(batch)
+            values = value.to_py()
+            self._open = True
             try:
-                request.resolve(convert(value))
+                for (request, convert), result in zip(reads, values, strict=True):
+                    request.resolve(convert(result))
+                    if self._aborting:
+                        return
             except BaseException as error:
                 # A failing callback aborts the whole transaction; re-raised by run().
                 self._failure = self._failure or error
-                with _translated():
-                    self._tx.abort()
+                self._abort()
+                return
+            finally:
+                self._open = False
+            self._flush()
 
     def _end(self, error: BaseException | None) -> None:
         self.active = False
+        self._open = False
         self._db.transactions.pop(self._id, None)
         if self._db.closed and not self._db.transactions:
             self._db.sink.destroy()
@@ -166,26 +209,55 @@ class IndexedDBTransaction(Transaction):
             else:
                 self._done.set_exception(error)
 
-    def _request(self, convert: Callable[[Any], Any]) -> tuple[Request[Any], int]:
-        request: Request[Any] = Request()
-        request_id = next(self._request_ids)
-        self._pending[request_id] = (request, convert)
-        return request, request_id
+    def _flush(self) -> None:
+        """Send the queued requests to JavaScript (see the class docstring)."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        records, self._records = self._records, []
+        reads, self._reads = self._reads, []
+        batch = None
+        if reads:
+            batch = next(self._batch_ids)
+            self._batches[batch] = reads
+        payload, text = _payload(ops, records)
+        try:
+            with _translated:
+                self._db.run_step(
+                    None if self._begun else self._db.connection,
+                    self._id,
+                    payload,
+                    text,
+                    self._db.sink,
+                    batch,
+                )
+        except StoreError as error:
+            # The helper aborted the transaction if it began (its abort event ends
+            # it); if it could not even begin it, nothing will report: end it here.
+            self._failure = self._failure or error
+            self._aborting = True
+            if not self._begun and not _js().txs.has(self._id):
+                self._end(self._failure)
+            return
+        self._begun = True
 
-    def _source(self, store: str, index: str | None) -> Any:
-        return _js().source(self._tx, store, index)
+    def _check(self, store: str, write: bool) -> StoreSchema:
+        spec = super()._check(store, write)
+        if not self._open or self._aborting:
+            raise TransactionInactiveError(
+                "the transaction is not active here: make its requests in the transaction "
+                "body or in a Request.then() callback"
+            )
+        return spec
+
+    def _read(self, op: list[Any], convert: Callable[[Any], Any]) -> Request[Any]:
+        request: Request[Any] = Request()
+        self._ops.append(op)
+        self._reads.append((request, convert))
+        return request
 
     def _get_many(self, store: str, keys: list[Any]) -> Request[list[Record | None]]:
-        request, request_id = self._request(_maybe_records)
-        with _translated():
-            _js().getMany(
-                self._source(store, None),
-                _to_js([_key(k) for k in keys]),
-                self._db.sink,
-                self._id,
-                request_id,
-            )
-        return request
+        return self._read(["get", store, keys], _maybe_records)
 
     def _query(
         self,
@@ -196,59 +268,38 @@ class IndexedDBTransaction(Transaction):
         offset: int,
         reverse: bool,
     ) -> Request[list[Record]]:
-        request, request_id = self._request(_records)
-        with _translated():
-            _js().query(
-                self._source(store, index),
-                _range(range),
-                reverse,
-                offset,
-                limit,
-                self._db.sink,
-                self._id,
-                request_id,
-            )
-        return request
+        return self._read(["query", store, index, _range(range), reverse, offset, limit], _records)
 
     def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]:
-        request, request_id = self._request(
-            lambda value: [[_codec.decode(r) for r in group] for group in value.to_py()]
-        )
-        with _translated():
-            _js().lookup(
-                self._source(store, index),
-                _to_js([_key(k) for k in keys]),
-                self._db.sink,
-                self._id,
-                request_id,
-            )
-        return request
+        return self._read(["lookup", store, index, keys], _groups)
 
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]:
-        request, request_id = self._request(int)
-        with _translated():
-            _js().count(
-                self._source(store, index), _range(range), self._db.sink, self._id, request_id
-            )
-        return request
+        return self._read(["count", store, index, _range(range)], int)
 
     def _put_many(self, store: str, records: list[Record]) -> None:
-        with _translated():
-            _js().putAll(self._tx.objectStore(store), _records_to_js(records))
+        self._ops.append(["put", store, records])
+        self._records += records
 
     def _delete_many(self, store: str, keys: list[Any]) -> None:
-        with _translated():
-            _js().deleteAll(self._tx.objectStore(store), _to_js([_key(k) for k in keys]))
+        self._ops.append(["delete", store, keys])
 
     def _clear(self, store: str) -> None:
-        with _translated():
-            self._tx.objectStore(store).clear()
+        self._ops.append(["clear", store])
 
     def _abort(self) -> None:
-        with _translated():
-            self._tx.abort()
+        self._aborting = True
+        self._ops, self._records, self._reads = [], [], []
+        if self._begun:
+            with _translated:
+                _js().abort(self._id)
+        else:
+            # Nothing reached the browser: there is nothing to undo.
+            self._end(self._failure or TransactionAbortedError("the transaction was aborted"))
 
     async def _finish(self) -> None:
+        if not self._aborting and self._open:
+            self._open = False
+            self._flush()
         await self._done
 
 
@@ -260,10 +311,11 @@ class IndexedDBDatabase(Database):
 
         super().__init__(schema)
         self.connection = connection
-        self.ids = itertools.count()
         self.transactions: dict[int, IndexedDBTransaction] = {}
         self.closed = False
         self.sink = create_proxy(self._dispatch)
+        # The helper's `run`, looked up once: it is called on every request step.
+        self.run_step = _js().run
         # Another tab wants to upgrade the schema: step aside instead of blocking it.
         self._on_version_change = create_proxy(lambda _event: self.close())
         connection.onversionchange = self._on_version_change
@@ -377,7 +429,7 @@ def _check_schema(db: IndexedDBDatabase) -> None:
     names = [spec.name for spec in schema.stores]
     if not names:
         return
-    with _translated():
+    with _translated:
         tx = db.connection.transaction(_to_js(names), "readonly")
         described = _js().describe(tx, _to_js(names)).to_py()
     for (name, key_path, indexes), spec in zip(described, schema.stores, strict=True):
