@@ -189,12 +189,12 @@ class Replica:
 
     async def _refresh_counts(self) -> None:
         if not self.closed:
-            counts = await self.store.run(OUTBOX, "readonly", _count_outbox)
-            self._show_counts(counts)
+            total, rejected = await self.store.run(OUTBOX, "readonly", _count_outbox)
+            self._show_counts(total.result, rejected.result)
 
-    def _show_counts(self, counts: tuple[Request[int], Request[int]]) -> None:
-        total, rejected = counts
-        self._set_status(pending=total.result - rejected.result, rejected=rejected.result)
+    def _show_counts(self, total: int, rejected: int) -> None:
+        """Show the outbox's number of entries and of rejected ones in the status."""
+        self._set_status(pending=total - rejected, rejected=rejected)
 
     def close(self) -> None:
         """Stop watching, give up leadership and close the local database."""
@@ -236,8 +236,7 @@ class Replica:
         self._watchers.changed(collections)
         if self._channel is not None:
             self._channel.post({"type": "changed", "collections": collections})
-        assert applied.counts is not None
-        self._show_counts(applied.counts)
+        self._show_counts(applied.total, applied.rejected)
         return results
 
     async def observe(self, remote: str) -> None:
@@ -335,19 +334,25 @@ class _Applier:
         self.group = group
         self.results = results
         self.clock = replica._clock
-        self.counts: tuple[Request[int], Request[int]] | None = None
+        # The outbox's number of entries and of rejected ones once the writes are done:
+        # counted with the reads, then kept up to date with every outbox write.
+        self.total = 0
+        self.rejected = 0
 
     def body(self, tx: Transaction) -> None:
+        # Every read in one step: the clock, the outbox counts (the status), the records
+        # (one batched read per collection) and their outbox entries, whatever the size.
         clock = tx.get(META, "clock")
+        counts = _count_outbox(tx)
         targets = list(dict.fromkeys((w.collection, w.key) for w in self.writes))
         by_collection: dict[str, list[Key]] = {}
         for collection, key in targets:
             by_collection.setdefault(collection, []).append(key)
-        # One batched read per collection and one for the outbox, whatever the size.
         found = {c: tx.get_many(c, keys) for c, keys in by_collection.items()}
         entries = tx.lookup(OUTBOX, "by_record", targets)
 
         def ready(pending: list[list[Entry]]) -> None:
+            self.total, self.rejected = counts[0].result, counts[1].result
             records = {
                 (c, key): record
                 for c, keys in by_collection.items()
@@ -382,14 +387,16 @@ class _Applier:
             if entry is None:
                 # An edit that cancels the pending entry (delete of a record created here).
                 writes.delete(OUTBOX, pending[-1]["n"])
-                pending.pop()
+                self._tally(pending.pop(), None)
             elif pending and entry["n"] == pending[-1]["n"]:
                 writes.put(OUTBOX, entry)
+                self._tally(pending[-1], entry)
                 pending[-1] = entry
             else:
                 counter += 1
                 entry["n"] = counter
                 writes.put(OUTBOX, entry)
+                self._tally(None, entry)
                 pending.append(entry)
             if new is None:
                 writes.delete(write.collection, write.key)
@@ -403,7 +410,13 @@ class _Applier:
         self.clock = stamp
         writes.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
         writes.issue(tx)
-        self.counts = _count_outbox(tx)  # after the writes: the status they lead to
+
+    def _tally(self, old: Entry | None, new: Entry | None) -> None:
+        """Keep the counts of the outbox up to date with a write of ``new`` over ``old``."""
+        self.total += (new is not None) - (old is not None)
+        self.rejected += (new is not None and new["state"] == REJECTED) - (
+            old is not None and old["state"] == REJECTED
+        )
 
     def _check_size(self, entries: dict[tuple[str, Key], list[Entry]]) -> None:
         """Refuse a transaction that its push could never send (see MAX_TRANSACTION_DOCUMENTS)."""

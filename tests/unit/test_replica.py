@@ -149,6 +149,49 @@ async def test_an_edit_during_a_push_is_not_folded_into_it(replica: pysync.Repli
     assert not second["new"]
 
 
+async def test_status_counts_match_the_outbox_after_every_write() -> None:
+    """A write counts the outbox with its reads and adds what it changed: the status it
+    shows is the outbox it committed, through folds, cancellations, rejected entries and
+    another tab's writes that this tab has not heard of yet."""
+    browser = MemoryBrowser()
+    tab_a, tab_b = await open_tab(browser), await open_tab(browser)
+
+    async def check(tab: pysync.Replica) -> None:
+        states = Counter(e["state"] for e in await tab.outbox())
+        assert (tab.status.pending, tab.status.rejected) == (
+            states["pending"] + states["inflight"],
+            states["rejected"],
+        )
+
+    todos = tab_a["todos"]
+    await todos.put({"id": "a", "title": "v1"})
+    await check(tab_a)
+    await todos.put({"id": "a", "title": "v2"})  # folds: still one entry
+    await check(tab_a)
+    await todos.put({"id": "b"})
+    await todos.delete("b")  # cancels b's entry
+    await check(tab_a)
+    (entry,) = await tab_a.outbox()
+    await tab_a.store.put("_outbox", {**entry, "state": "rejected"})  # as a push would
+    await todos.put({"id": "c"})
+    await check(tab_a)
+    assert (tab_a.status.pending, tab_a.status.rejected) == (1, 1)
+    await todos.patch("a", {"title": "v3"})  # not folded into the rejected entry
+    await check(tab_a)
+    async with tab_a.transaction() as tx:
+        tx.put("todos", {"id": "d"})
+        tx.delete("todos", "c")  # a new entry: c's is not of this transaction
+        tx.put("lists", {"id": "l"})
+    await check(tab_a)
+    # No await between: tab_b writes before the channel tells it about tab_a's write.
+    await tab_a["todos"].put({"id": "e"})
+    await tab_b["todos"].put({"id": "f"})
+    await check(tab_b)
+    assert (tab_b.status.pending, tab_b.status.rejected) == (7, 1)
+    tab_a.close()
+    tab_b.close()
+
+
 async def test_transaction_commits_all_or_nothing(replica: pysync.Replica) -> None:
     async with replica.transaction() as tx:
         tx.put("lists", {"id": "l1", "name": "home"})
