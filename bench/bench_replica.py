@@ -15,16 +15,16 @@ database with a store "items" (keyPath "id") and an index "by_n" on "n". Documen
   until ``complete``; per round a fresh database per variant and ``--puts`` documents,
   the variants taking turns put by put (rotating order); latencies of every put
   pooled over the rounds, p50 and p99; and, for reference, JS
-  making the IndexedDB requests of a pysync put (read the clock, the record and its
-  outbox entries; put the entry, the record and the clock; count the outbox twice);
-- bulk: 10,000 puts in one ``async with db.transaction() as tx`` (documents AND their
-  outbox entries) vs JS writing the 10,000 records in one transaction (pysync refuses a
-  transaction of more than 100 documents, which could not be pushed as one DynamoDB
-  TransactWriteItems: the page lifts that limit to time the local write path of a
-  large transaction, which is what this row tracks); and, for
-  reference, JS writing what pysync's transaction writes (the records with their
-  index field, 10,000 outbox entries of pysync's shape, the clock; after the same
-  reads: a get per record and an outbox index lookup per record);
+  making the IndexedDB requests of a pysync put (read the clock, count the outbox
+  twice, read the record and its outbox entries; put the entry, the record and the
+  clock; commit);
+- bulk: 10,000 puts as 100 ``async with db.transaction() as tx`` blocks of 100
+  documents, one after the other (documents AND their outbox entries; a transaction
+  may change at most 100 documents, what one DynamoDB TransactWriteItems takes) vs JS
+  writing the 10,000 records in 100 transactions of 100; and, for reference, JS making
+  the IndexedDB requests of pysync's 100 transactions (per transaction: the reads of
+  a single put for each of its documents, then the outbox entries of pysync's shape,
+  the records with their index field and the clock);
 - range query: ``await coll.query(index="by_n", range=KeyRange.bound(a, b))`` returning
   1,000 of the 10,000 records written by the last bulk round vs JS
   ``index("by_n").getAll(IDBKeyRange.bound(a, b))`` resolved at ``complete``.
@@ -32,7 +32,7 @@ database with a store "items" (keyPath "id") and an index "by_n" on "n". Documen
 pysync and JS use durability "strict" (pysync sets it on every transaction); JS with
 the browser's default durability is shown for reference. Variants alternate within
 every round, the order flipping each round; GC (Python and JS) before timed regions.
-A phase breakdown of pysync's bulk transaction is measured in a separate run. Results
+A phase breakdown of pysync's bulk transactions is measured in a separate run. Results
 go to bench/results/replica.json.
 """
 
@@ -57,6 +57,8 @@ RESULTS = ROOT / "bench" / "results" / "replica.json"
 GOAL_PUT_P50_MS = 3.0
 GOAL_BULK_RATIO = 2.0
 BULK_N = 10_000
+# Documents per transaction in the bulk rows: the most a transaction() may change.
+BULK_PER_TX = 100
 QUERY_HITS = 1_000
 
 # Defined once in the page's Python; each coroutine returns a JSON string.
@@ -91,10 +93,6 @@ def collect():
     gc.collect()
     js.gc()
 
-
-# Only the bulk rows need it: they time one local transaction of 10,000 documents, which
-# pysync would refuse (TransactionTooLargeError) as it could never be pushed.
-_replica.MAX_TRANSACTION_DOCUMENTS = 10**9
 
 replicas = {}
 
@@ -151,14 +149,15 @@ async def single_puts(start, count, variants):
     return json.dumps(latencies)
 
 
-async def bulk(app, n, keep):
+async def bulk(app, n, per, keep):
     db = await open_replica(app)
     docs = make_docs(n)
     collect()
     t0 = js.performance.now()
-    async with db.transaction() as tx:
-        for doc in docs:
-            tx.put("items", doc)
+    for start in range(0, n, per):
+        async with db.transaction() as tx:
+            for doc in docs[start : start + per]:
+                tx.put("items", doc)
     ms = js.performance.now() - t0
     assert db.status.pending == n, "outbox differs"
     if not keep:
@@ -176,57 +175,82 @@ async def range_query(app, low, high):
     return json.dumps([ms, len(docs)])
 
 
-# -- where the bulk transaction's time goes -------------------------------------------
-marks = {}
+# -- where the bulk rows' time goes ---------------------------------------------------
+# Each transaction, between marks: the tx.put calls (validation); the replica and store
+# setting up; the body queueing the reads; the call that sends them to IndexedDB; the
+# wait for their results; computing the writes; the call that sends them (and asks to
+# commit); the commit; what follows it (status, notifications). Summed over the
+# transactions of a bulk run.
+PHASES = (
+    "validate (tx.put calls)",
+    "set up",
+    "queue the reads",
+    "send the reads to IndexedDB",
+    "wait for the reads",
+    "compute the writes",
+    "send the writes to IndexedDB",
+    "commit",
+    "after the commit",
+)
 
 
-def _timed_applier():
-    body, apply = _replica._Applier.body, _replica._Applier.apply
+async def bulk_phases(app, n, per):
+    from pysync._store import _indexeddb
 
-    def timed_body(self, tx):
-        marks["reads_issued_from"] = js.performance.now()
-        body(self, tx)
-        marks["reads_issued"] = js.performance.now()
-
-    def timed_apply(self, *args):
-        marks["reads_done"] = js.performance.now()
-        apply(self, *args)
-        marks["writes_issued"] = js.performance.now()
-
-    return timed_body, timed_apply
-
-
-async def bulk_phases(app, n):
     db = await open_replica(app)
     docs = make_docs(n)
-    original = _replica._Applier.body, _replica._Applier.apply
-    _replica._Applier.body, _replica._Applier.apply = _timed_applier()
+    Tx, Applier = _indexeddb.IndexedDBTransaction, _replica._Applier
+    originals = Tx._flush, Tx.deliver, Tx._finish, Applier.body
+    flush, deliver, finish, body = originals
+    now = js.performance.now
+    marks = []
+
+    def timed_body(self, tx):
+        marks.append(now())
+        body(self, tx)
+
+    def timed_flush(self):
+        sends = bool(self._ops)
+        if sends:
+            marks.append(now())
+        flush(self)
+        if sends:
+            marks.append(now())
+
+    def timed_deliver(self, batch, value):
+        if batch >= 0:
+            marks.append(now())
+        deliver(self, batch, value)
+
+    async def timed_finish(self):
+        await finish(self)
+        marks.append(now())
+
+    totals = dict.fromkeys(PHASES, 0.0)
+    Tx._flush, Tx.deliver, Tx._finish, Applier.body = (
+        timed_flush,
+        timed_deliver,
+        timed_finish,
+        timed_body,
+    )
     collect()
     try:
-        t0 = js.performance.now()
-        async with db.transaction() as tx:
-            for doc in docs:
-                tx.put("items", doc)
-            marks["validated"] = js.performance.now()
-        t1 = js.performance.now()
+        t0 = now()
+        for start in range(0, n, per):
+            marks[:] = [now()]
+            async with db.transaction() as tx:
+                for doc in docs[start : start + per]:
+                    tx.put("items", doc)
+                marks.append(now())
+            marks.append(now())
+            assert len(marks) == len(PHASES) + 1, "unexpected steps"
+            for name, a, b in zip(PHASES, marks, marks[1:]):
+                totals[name] += b - a
+        total = now() - t0
     finally:
-        _replica._Applier.body, _replica._Applier.apply = original
+        Tx._flush, Tx.deliver, Tx._finish, Applier.body = originals
     await drop(app)
-    return json.dumps(
-        {
-            "validate (tx.put calls)": marks["validated"] - t0,
-            "begin": marks["reads_issued_from"] - marks["validated"],
-            "issue reads (get + outbox lookup per record)": (
-                marks["reads_issued"] - marks["reads_issued_from"]
-            ),
-            "wait for reads": marks["reads_done"] - marks["reads_issued"],
-            "compute + issue writes (put_many per store)": (
-                marks["writes_issued"] - marks["reads_done"]
-            ),
-            "commit and after": t1 - marks["writes_issued"],
-            "total": t1 - t0,
-        }
-    )
+    return json.dumps({**totals, "total": total})
 """
 
 
@@ -274,7 +298,7 @@ def single_put_phase(page: Any, args: argparse.Namespace) -> dict[str, list[floa
 
 
 def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Times of the bulk transaction; the last round's databases stay open for queries."""
+    """Times of the bulk runs; the last round's databases stay open for queries."""
     variants = ["pysync", "js_strict", "js_default", "js_pysync_writes"]
     samples: dict[str, list[float]] = {v: [] for v in variants}
     total = 1 + args.bulk_rounds
@@ -283,14 +307,20 @@ def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
         keep = round_ == total - 1
         for variant in _order(variants, round_):
             if variant == "pysync":
-                ms = page.run_python_json(f"await bulk('bench-bulk-pysync', {n}, {keep})")
+                ms = page.run_python_json(
+                    f"await bulk('bench-bulk-pysync', {n}, {BULK_PER_TX}, {keep})"
+                )
             elif variant == "js_pysync_writes":
-                ms = page.run_js("(n) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n)", n)
+                ms = page.run_js(
+                    "([n, per]) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n, per)",
+                    [n, BULK_PER_TX],
+                )
             else:
                 durability = variant.removeprefix("js_")
                 name = f"bench-bulk-js-{durability}"
                 ms = page.run_js(
-                    "([name, n, d]) => replicaBaseline.bulk(name, n, d)", [name, n, durability]
+                    "([name, n, d, per]) => replicaBaseline.bulk(name, n, d, per)",
+                    [name, n, durability, BULK_PER_TX],
                 )
                 if not keep or durability != "strict":
                     page.run_js("(name) => replicaBaseline.drop(name)", name)
@@ -369,7 +399,10 @@ def rows(
             "variants": put,
         },
         {
-            "operation": f"{BULK_N:,} puts in one transaction (pysync with outbox)",
+            "operation": (
+                f"{BULK_N:,} puts in {BULK_N // BULK_PER_TX} transactions of {BULK_PER_TX} "
+                "(pysync with outbox)"
+            ),
             "n": BULK_N,
             "pysync_ms": bulk_ms,
             "pysync_p99_ms": "-",
@@ -424,7 +457,7 @@ def main() -> None:
         bulk = bulk_phase(page, args)
         query = query_phase(page, args)
         phases = [
-            page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N})")
+            page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N}, {BULK_PER_TX})")
             for _ in range(args.phase_runs)
         ]
         _log(f"bulk phases: {phases}")
@@ -438,8 +471,9 @@ def main() -> None:
         "setup": (
             f"single put: 1 warm-up + {args.rounds} rounds x {args.puts} puts per variant on "
             f"a fresh database; bulk: 1 warm-up (1,000) + {args.bulk_rounds} rounds of "
-            f"{BULK_N:,}; range query: 1 warm-up + {args.queries} queries over the last "
-            "bulk round's data; variants interleaved, order flipped every round"
+            f"{BULK_N:,} in transactions of {BULK_PER_TX}; range query: 1 warm-up + "
+            f"{args.queries} queries over the last bulk round's data; variants interleaved, "
+            "order flipped every round"
         ),
         "document": {
             "id": "r000123",

@@ -74,16 +74,19 @@ window.replicaBaseline = {
     return performance.now() - t0;
   },
 
-  // N records in one transaction on a fresh database (kept open for queries); ms.
-  async bulk(name, n, durability) {
+  // N records in transactions of `per` records each, one after the other, on a fresh
+  // database (kept open for queries); ms.
+  async bulk(name, n, durability, per) {
     const db = await this.open(name);
     const docs = this.makeDocs(n);
     if (window.gc) window.gc();
     const t0 = performance.now();
-    const tx = db.transaction("items", "readwrite", { durability });
-    const store = tx.objectStore("items");
-    for (const doc of docs) store.put(doc);
-    await this.done(tx);
+    for (let start = 0; start < n; start += per) {
+      const tx = db.transaction("items", "readwrite", { durability });
+      const store = tx.objectStore("items");
+      for (const doc of docs.slice(start, start + per)) store.put(doc);
+      await this.done(tx);
+    }
     return performance.now() - t0;
   },
 
@@ -108,77 +111,67 @@ window.replicaBaseline = {
     return db;
   },
 
-  // The IndexedDB requests of one pysync put of document k, done by plain JS (its
-  // floor): in one strict transaction over the records, the outbox and the clock,
-  // read the clock, the record and the record's outbox entries; once answered, put
-  // the outbox entry, the record (with its index field) and the clock, and count the
-  // outbox twice. The database is opened by openPysyncShape(); latency in ms.
-  async putOnePysyncShape(name, k) {
-    const [doc] = this.makeDocs(1, k);
-    const db = this.dbs.get(name);
-    const t0 = performance.now();
+  // The IndexedDB requests of pysync writing `docs` (new documents) in one transaction,
+  // made by plain JS (its floor), in pysync's order: in one strict transaction over
+  // the records, the outbox and the clock, read the clock, count the outbox twice (all
+  // entries and the rejected ones, for the status), read each record and each record's
+  // outbox entries; once answered, put the outbox entries, the records (with their
+  // index field) and the clock, and commit. `group` is the transaction's group id (null
+  // for a single put). Resolves at `complete`.
+  pysyncTransaction(db, docs, group) {
     const tx = db.transaction(["items", "_outbox", "_meta"], "readwrite", { durability: "strict" });
     const items = tx.objectStore("items");
     const outbox = tx.objectStore("_outbox");
     const meta = tx.objectStore("_meta");
     const clock = meta.get("clock");
-    items.get(doc.id);
-    outbox.index("by_record").getAll(IDBKeyRange.only(["items", doc.id])).onsuccess = () => {
-      const n = (clock.result?.n ?? 0) + 1;
-      const hlc = `${String(Date.now()).padStart(15, "0")}-${String(n).padStart(6, "0")}-0123456789abcdef`;
-      outbox.put({
-        n, mid: crypto.randomUUID().replaceAll("-", ""), collection: "items", id: doc.id,
-        op: "put", value: doc, set: {}, inc: {}, base: undefined, base_v: undefined,
-        follows: undefined, new: true, hlc, group: undefined, state: "pending",
-        error: undefined,
-      });
-      items.put({ ...doc, _ix: { by_n: doc.n } });
+    outbox.count();
+    outbox.index("by_state").count(IDBKeyRange.only("rejected"));
+    for (const doc of docs) items.get(doc.id);
+    let last;
+    for (const doc of docs) last = outbox.index("by_record").getAll(IDBKeyRange.only(["items", doc.id]));
+    last.onsuccess = () => {
+      const wall = String(Date.now()).padStart(15, "0");
+      let n = clock.result?.n ?? 0;
+      let hlc;
+      for (const doc of docs) {
+        n += 1;
+        hlc = `${wall}-${String(n).padStart(6, "0")}-0123456789abcdef`;
+        outbox.put({
+          n, mid: crypto.randomUUID().replaceAll("-", ""), collection: "items", id: doc.id,
+          op: "put", value: doc, set: {}, inc: {}, base: undefined, base_v: undefined,
+          follows: undefined, new: true, hlc, group: group ?? undefined, state: "pending",
+          error: undefined,
+        });
+      }
+      for (const doc of docs) items.put({ ...doc, _ix: { by_n: doc.n } });
       meta.put({ key: "clock", hlc, n });
-      outbox.count();
-      outbox.index("by_state").count(IDBKeyRange.only("rejected"));
+      tx.commit();
     };
-    await this.done(tx);
+    return this.done(tx);
+  },
+
+  // One pysync put of document k, as plain JS (see pysyncTransaction). The database is
+  // opened by openPysyncShape(); latency in ms.
+  async putOnePysyncShape(name, k) {
+    const docs = this.makeDocs(1, k);
+    const db = this.dbs.get(name);
+    const t0 = performance.now();
+    await this.pysyncTransaction(db, docs, null);
     return performance.now() - t0;
   },
 
-  // What pysync's bulk transaction asks of IndexedDB, done by plain JS (its floor):
-  // pysync's stores and indexes; in one transaction over the records, the outbox and
-  // the clock: read the clock, a get per record and an outbox index lookup per
-  // record, then (once they are answered) put each record with its index field and
-  // its outbox entry, the clock, and count the outbox twice (pysync's status). ms.
-  async pysyncWrites(name, n) {
+  // What pysync's bulk rows ask of IndexedDB, as plain JS (its floor): N new documents
+  // in transactions of `per`, one after the other, each as pysyncTransaction does it,
+  // on a fresh database of pysync's shape; ms.
+  async pysyncWrites(name, n, per) {
     const db = await this.openPysyncShape(name);
     const docs = this.makeDocs(n);
-    const hex = () => crypto.randomUUID().replaceAll("-", "");
-    const group = hex();
     if (window.gc) window.gc();
     const t0 = performance.now();
-    const tx = db.transaction(["items", "_outbox", "_meta"], "readwrite", { durability: "strict" });
-    const items = tx.objectStore("items");
-    const outbox = tx.objectStore("_outbox");
-    const meta = tx.objectStore("_meta");
-    meta.get("clock");
-    let last;
-    for (const doc of docs) {
-      items.get(doc.id);
-      last = outbox.index("by_record").getAll(IDBKeyRange.only(["items", doc.id]));
+    for (let start = 0; start < n; start += per) {
+      const group = crypto.randomUUID().replaceAll("-", "");
+      await this.pysyncTransaction(db, docs.slice(start, start + per), group);
     }
-    last.onsuccess = () => {
-      const wall = String(Date.now()).padStart(15, "0");
-      docs.forEach((doc, i) => {
-        const hlc = `${wall}-${String(i).padStart(6, "0")}-0123456789abcdef`;
-        outbox.put({
-          n: i + 1, mid: hex(), collection: "items", id: doc.id, op: "put", value: doc,
-          set: {}, inc: {}, base: undefined, base_v: undefined, follows: undefined,
-          new: true, hlc, group, state: "pending", error: undefined,
-        });
-        items.put({ ...doc, _ix: { by_n: doc.n } });
-      });
-      meta.put({ key: "clock", hlc: `${wall}-${String(n).padStart(6, "0")}-0123456789abcdef`, n });
-      outbox.count();
-      outbox.index("by_state").count(IDBKeyRange.only("rejected"));
-    };
-    await this.done(tx);
     const ms = performance.now() - t0;
     await this.drop(name);
     return ms;
