@@ -6,12 +6,13 @@ An entry describes one record's pending change::
      "value": {...} (put), "set": {...}, "inc": {...} (patch),
      "base": {...} | None, "base_v": 3 | None, "new": bool, "hlc": "…",
      "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None,
-     "since": 41 (once sent), "merged": bool (a conflict's result)}
+     "since": 41 (once sent), "merged": bool (a conflict's result),
+     "unsure": bool (rejected after an attempt whose outcome is unknown)}
 
 ``base`` is the record as the server had it when the first folded edit was made
 (the common ancestor of a three-way merge) and ``base_v`` its version; ``new``
 says the record did not exist anywhere but here. ``group`` ties the entries of
-one multi-record transaction together. ``since`` is the changelog cursor when
+one multi-record transaction together. ``since`` is the changelog head when
 the entry was first sent: its write cannot appear in the changelog before it.
 ``merged`` marks the put that a conflict's merge queued: its ``inc`` keeps this
 device's deltas (already in ``value``), which another conflict re-applies to

@@ -451,6 +451,7 @@ class _Applier:
         if (
             last is not None
             and last["state"] == PENDING
+            and not last.get("unsure")  # it may have landed: a new edit goes on top of it
             and (self.group is None or last["group"] == self.group)
         ):
             return fold(last, write.edit, hlc)
@@ -468,7 +469,11 @@ class _Applier:
             # an earlier change is still in flight, what it will have once it lands).
             "base": None if current is None else public(current),
             "base_v": None if current is None or pending else current.get("_v"),
-            "follows": last["mid"] if last is not None and last["state"] == INFLIGHT else None,
+            "follows": (
+                last["mid"]
+                if last is not None and (last["state"] == INFLIGHT or last.get("unsure"))
+                else None
+            ),
             "new": current is None and not pending,
             "hlc": hlc,
             "group": self.group,

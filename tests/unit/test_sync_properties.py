@@ -617,7 +617,7 @@ async def test_bug4b_a_discard_restores_a_stale_base(make_device: Any) -> None:
     await b.replica["docs"].patch("d", {"y": 3})
     await b.sync.push()
     await a.sync.pull()  # b's change is skipped: a's patch is pending
-    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}))
+    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}), operations=WRITES)
     await a.sync.push()
     (entry,) = await a.replica.outbox()
     await a.replica.discard(entry["mid"])
@@ -730,7 +730,7 @@ async def test_a_skipped_change_does_not_hold_the_cursor_back(make_device: Any) 
     a, b = await make_device(db), await make_device(db)
     await b.replica["docs"].put({"id": "d", "x": 1})
     await synced(a, b)
-    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}))
+    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}), operations=WRITES)
     await a.replica["docs"].patch("d", {"x": 2})
     await a.sync.push()  # rejected: it stays until the app retries or discards it
     for value in (3, 4):
@@ -743,3 +743,118 @@ async def test_a_skipped_change_does_not_hold_the_cursor_back(make_device: Any) 
     await a.replica.discard(entry["mid"])
     await a.sync.pull()  # the record whose changes were skipped is read again
     assert await a.replica["docs"].get("d") == {"id": "d", "x": 1, "y": 4}
+
+
+EXPIRED = RemoteError("ExpiredTokenException", "token expired", 401, {})
+
+
+async def test_bug11_an_edit_made_while_the_push_picks_its_window_is_lost(
+    make_device: Any,
+) -> None:
+    db = MemoryDynamo()
+    a = await make_device(db)
+    await a.replica["docs"].put({"id": "d", "x": 1})
+    await a.replica["docs"].put({"id": "tmp", "x": 1})  # never pushed
+    await a.sync.sync()
+    await a.replica["docs"].patch("d", {"x": 2})
+    await a.replica["docs"].put({"id": "new", "x": 1})
+    head = a.sync.puller.head
+
+    async def app_writes_meanwhile() -> int:  # between reading the window and sending it
+        a.sync.puller.head = head  # type: ignore[method-assign]
+        await a.replica["docs"].patch("d", {"y": 3})  # folds into the pending entry
+        await a.replica["docs"].delete("new")  # cancels the pending create
+        return await head()
+
+    a.sync.puller.head = app_writes_meanwhile  # type: ignore[method-assign]
+    await a.sync.push()
+    await a.sync.sync()
+    assert server_documents(db)["d"] == {"id": "d", "x": 2, "y": 3}  # y was lost
+    assert "new" not in server_documents(db)  # it came back
+    assert await a.replica["docs"].get("new") is None
+
+
+async def test_bug12_a_device_back_after_long_doubles_an_uncertain_increment(
+    make_device: Any,
+) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    await a.replica["docs"].put({"id": "k", "n": 0})
+    await synced(a, b)
+    for i in range(3):  # a is away; b writes; old entries expire
+        await b.replica["docs"].put({"id": f"o{i}", "x": i})
+        await b.sync.sync()
+    head = int((db.item(f"{TABLE}_changes", SCOPE, 0) or {})["head"]["N"])
+    db.drop_changes(SCOPE, below=head)
+    db.lagging = True  # and the stream consumer is a little behind
+    await a.replica["docs"].increment("k", "n", 1)
+    await b.replica["docs"].increment("k", "n", 2)
+    a.remote.lose_replies(1, operations=["UpdateItem"])  # a's +1 lands, its reply is lost
+    a.remote.fail_next(
+        8,
+        RemoteError("NetworkError", "offline", 0, {}),
+        when=lambda _op, payload: payload.get("TableName") == TABLE,  # not the head
+    )
+    with pytest.raises(RemoteError):
+        await a.sync.push()
+    await b.sync.push()  # b's +2 lands on top of a's +1
+    with pytest.raises(RemoteError, match="ChangelogBehind"):
+        await a.sync.push()  # it waits for the changelog instead of sending it again
+    db.lagging = False
+    db.deliver()
+    await synced(a, b)
+    assert server_documents(db)["k"]["n"] == 3  # it was 4
+
+
+async def test_bug13_an_expired_token_rejects_changes(make_device: Any) -> None:
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    await a.replica["docs"].put({"id": "k", "n": 0})
+    await synced(a, b)
+    await a.replica["docs"].increment("k", "n", 1)
+    a.remote.lose_replies(1, operations=["UpdateItem"])  # +1 lands, its reply is lost
+    # The settle's read of the item meets an old token.
+    a.remote.fail_next(1, EXPIRED, when=lambda _op, payload: payload.get("TableName") == TABLE)
+    with pytest.raises(RemoteError, match="ExpiredToken"):
+        await a.sync.push()  # the round stops; nothing is rejected
+    assert [e["state"] for e in await a.replica.outbox()] == ["inflight"]
+    await b.replica["docs"].increment("k", "n", 2)
+    await b.sync.push()
+    await synced(a, b)
+    assert server_documents(db)["k"]["n"] == 3
+
+
+async def test_bug14_a_transaction_conflict_rejects_a_group(make_device: Any) -> None:
+    db = MemoryDynamo()
+    a = await make_device(db)
+    async with a.replica.transaction() as tx:
+        tx.put("docs", {"id": "x", "v": 1})
+        tx.put("docs", {"id": "y", "v": 1})
+    reasons = [{"Code": "TransactionConflict"}, {"Code": "None"}]
+    busy = RemoteError("TransactionCanceledException", "", 400, {"CancellationReasons": reasons})
+    a.remote.fail_next(1, busy, operations=["TransactWriteItems"])
+    report = await a.sync.push()  # another transaction held x for a moment
+    assert (report.pushed, report.rejected) == (2, 0)
+    assert await a.replica.outbox() == []
+
+
+async def test_bug15_a_failing_merge_callback_blocks_every_change(make_device: Any) -> None:
+    def picky(
+        base: dict[str, Any] | None, local: dict[str, Any] | None, remote: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        raise ValueError("the app's merge has a bug")
+
+    db = MemoryDynamo()
+    a, b = await make_device(db), await make_device(db)
+    a.sync.pusher.strategy = lambda _collection: picky
+    await a.replica["docs"].put({"id": "bad", "x": 0})
+    await synced(a, b)
+    await b.replica["docs"].patch("bad", {"x": 1})
+    await b.sync.push()
+    await a.replica["docs"].patch("bad", {"x": 2})
+    await a.replica["docs"].put({"id": "good", "x": 1})
+    report = await a.sync.push()  # it raised ValueError, and every later push too
+    assert (report.pushed, report.conflicts, report.rejected) == (1, 1, 1)
+    assert "good" in server_documents(db)
+    (entry,) = await a.replica.outbox()
+    assert (entry["state"], entry["error"]["code"]) == ("rejected", "MergeFailed")

@@ -51,6 +51,8 @@ class Sync:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         pack_size: int = 50,
     ) -> None:
+        if not 1 <= pack_size <= 100:  # DynamoDB's TransactWriteItems takes 100 items
+            raise ValueError(f"pack_size must be from 1 to 100, not {pack_size}")
         self.replica = replica
         self.scope = scope or f"u#{replica.user}"
         per_collection = dict(strategies or {})
@@ -241,7 +243,9 @@ class Sync:
                 try:
                     await self.sync()
                     failures = 0
-                except RemoteError:
+                except Exception as error:  # keep syncing: the next round may pass
+                    if not isinstance(error, RemoteError):  # sync() reports its own
+                        self.replica._set_status(last_error=repr(error))
                     failures += 1
             delay = interval if failures == 0 else min(60.0, interval * 2**failures)
             with contextlib.suppress(TimeoutError):

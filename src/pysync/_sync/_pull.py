@@ -104,7 +104,7 @@ class Puller:
         await self._refetch_stale(report, cursor)
         # Every entry up to the head read now exists unless it expired: the consumer
         # writes the head and its entries in one transaction.
-        head = await self._head()
+        head = await self.head()
         start: dict[str, Any] | None = None
         while True:
             request: dict[str, Any] = {
@@ -218,7 +218,7 @@ class Puller:
                     return False
                 break
         if expected == since + 1:  # nothing after since: not appended yet, or all expired
-            expired = await self._head() > since
+            expired = await self.head() > since
         return False if expired else None
 
     async def _entries(self, seq: int, *, forward: bool) -> AsyncIterator[dict[str, Any]]:
@@ -243,7 +243,7 @@ class Puller:
             if not start:
                 return
 
-    async def _head(self) -> int:
+    async def head(self) -> int:
         """The changelog's last seq."""
         got = await self.remote.call(
             "GetItem",
@@ -365,7 +365,7 @@ class Puller:
     ) -> int:
         """Rebuild the scope from the data table; returns the cursor it ends at."""
         report.base_sync = True
-        head = await self._head()
+        head = await self.head()
         seen: set[tuple[str, Key]] = set()
         latest = ""
 

@@ -26,7 +26,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._documents import Key
 from .._marshal import to_attr, to_item
@@ -41,6 +41,8 @@ from ._items import document_of, sort_key
 if TYPE_CHECKING:
     from .._replica import Replica
     from ._pull import Puller
+
+T = TypeVar("T")
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 #: Pauses while the changelog has not caught up with a record whose write may have
@@ -61,6 +63,19 @@ class PushReport:
 Ack = tuple[Entry, "dict[str, Any] | None", int]
 #: A request ready to send: operation, payload, and the version each entry creates.
 Request = tuple[str, dict[str, Any], list[int | None]]
+
+
+#: Cancellation reasons that say nothing about the items themselves.
+_TRANSIENT = frozenset(
+    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+
+def _transient(error: RemoteError) -> bool:
+    """Whether a cancelled transaction failed only for reasons a later attempt can pass."""
+    reasons = error.body.get("CancellationReasons") or []
+    codes = {str(reason.get("Code", "None")) for reason in reasons}
+    return bool(codes) and codes <= _TRANSIENT and codes != {"None"}
 
 
 async def _all(tasks: Iterable[Awaitable[None]]) -> None:
@@ -118,14 +133,20 @@ class Pusher:
         """Push every pushable entry; raises RemoteError when the network stays down."""
         report = PushReport()
         total = self.replica.status.pending
+        since: int | None = None
         while True:
             batches = await self._next()
             if not batches:
                 return report
             if progress:
                 progress(report.pushed + 1, max(total, report.pushed + 1))
-            since = await self.history.cursor() or 0
-            await self._set_inflight([e for batch in batches for e in batch], since)
+            # Entries read by _next may have changed since (an edit folded in, a create
+            # cancelled): the batches are rebuilt from what the marking read back.
+            if since is None:  # nothing sent from here on can land at or before it
+                since = await self._retrying(self.history.head)
+            stored = await self._set_inflight([e for batch in batches for e in batch], since)
+            batches = [[stored[e["n"]] for e in b if e["n"] in stored] for b in batches]
+            batches = [batch for batch in batches if batch]
             # The writes of one window are acknowledged in one local transaction.
             acks: list[Ack] = []
             try:
@@ -187,11 +208,12 @@ class Pusher:
         entry) until it lands, conflicts, is refused, or the attempts run out."""
         pack = len(batch) > 1 and batch[0]["group"] is None
         if uncertain is None:
-            # An entry still in flight from an earlier push may have landed.
-            uncertain = any(entry["state"] == INFLIGHT for entry in batch)
+            # An entry still in flight from an earlier push may have landed (also one
+            # rejected, then retried, while its outcome was unknown).
+            uncertain = any(e["state"] == INFLIGHT or e.get("unsure") for e in batch)
         if pack and uncertain:
             # Each may have landed alone or in another pack: they settle one by one.
-            await self._one_by_one(batch, report, acks, uncertain=True)
+            await self._one_by_one(batch, report, acks, uncertain=None)
             return
         request = self._request(batch)  # built once: every attempt sends the same request
         for attempt in range(self.max_attempts):
@@ -205,6 +227,14 @@ class Pusher:
                 report.pushed += len(batch)
                 return
             except RemoteError as error:
+                if error.status == 401:
+                    # The token expired or is refused: no change is at fault. The round
+                    # stops; the next one asks the token function for a fresh token.
+                    raise
+                if error.code == "TransactionCanceledException" and _transient(error):
+                    error = RemoteError(
+                        "TransactionConflict", error.message, 503, error.body
+                    )  # another transaction held an item: try again after a pause
                 if pack and not error.retryable:
                     # A conflict or a refusal of some of them: one by one tells which.
                     await self._one_by_one(batch, report, acks, uncertain=uncertain)
@@ -218,17 +248,31 @@ class Pusher:
                 if error.retryable:
                     # A network error or a 5xx may come after the write was applied.
                     uncertain = uncertain or error.status == 0 or error.status >= 500
-                    self.replica._set_status(last_error=str(error))
                     if attempt + 1 == self.max_attempts:
                         raise
-                    # Jittered exponential backoff: many clients must not retry in step.
-                    await self.sleep(random.uniform(0, min(30.0, 0.05 * 2**attempt)))
+                    await self._pause(error, attempt)
                     continue
-                await self._reject(batch, error, report)
+                await self._reject(batch, error, report, unsure=uncertain)
                 return
 
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again after a jittered pause while it fails for a passing reason."""
+        for attempt in range(self.max_attempts):
+            try:
+                return await call()
+            except RemoteError as error:
+                if not error.retryable or attempt + 1 == self.max_attempts:
+                    raise
+                await self._pause(error, attempt)
+        raise AssertionError("unreachable")
+
+    async def _pause(self, error: RemoteError, attempt: int) -> None:
+        self.replica._set_status(last_error=str(error))
+        # Jittered exponential backoff: many clients must not retry in step.
+        await self.sleep(random.uniform(0, min(30.0, 0.05 * 2**attempt)))
+
     async def _one_by_one(
-        self, batch: list[Entry], report: PushReport, acks: list[Ack], *, uncertain: bool
+        self, batch: list[Entry], report: PushReport, acks: list[Ack], *, uncertain: bool | None
     ) -> None:
         await _all(self._push_batch([entry], report, acks, uncertain) for entry in batch)
 
@@ -394,15 +438,22 @@ class Pusher:
         """Store ``state`` (and other ``fields``) on the batch's entries still in the outbox."""
         await self._update_entries(batch, lambda found: {**found, "state": state, **fields})
 
-    async def _set_inflight(self, batch: list[Entry], since: int) -> None:
-        """Mark entries in flight, with the changelog seq their write can only land after.
+    async def _set_inflight(self, batch: list[Entry], since: int) -> dict[int, Entry]:
+        """Mark entries in flight; return them as stored before (by ``n``; gone ones left out).
 
-        ``since`` is kept from the first attempt: it bounds where :meth:`_settle`
-        looks for the write in the changelog.
+        ``since``, the changelog head before the first attempt, is kept from that
+        attempt: the write cannot appear in the changelog at or before it, which
+        bounds where :meth:`_settle` looks.
         """
-        await self._update_entries(
-            batch, lambda found: {**found, "state": INFLIGHT, "since": found.get("since", since)}
-        )
+        stored: dict[int, Entry] = {}
+
+        def mark(found: Entry) -> Entry:
+            found = {**found, "since": found.get("since", since)}
+            stored[found["n"]] = found
+            return {**found, "state": INFLIGHT}
+
+        await self._update_entries(batch, mark)
+        return stored
 
     async def _update_entries(self, batch: list[Entry], change: Callable[[Entry], Entry]) -> None:
         """Rewrite the batch's entries still in the outbox (one read, one write request)."""
@@ -492,10 +543,14 @@ class Pusher:
             report.pushed += 1
             return
         report.conflicts += 1
-        await self._resolve(entry, remote_doc, system)
+        await self._resolve(entry, remote_doc, system, report)
 
     async def _resolve(
-        self, entry: Entry, remote_doc: dict[str, Any] | None, system: dict[str, Any]
+        self,
+        entry: Entry,
+        remote_doc: dict[str, Any] | None,
+        system: dict[str, Any],
+        report: PushReport,
     ) -> None:
         """Merge with the server's version, record the conflict, and queue the result."""
         collection, key = entry["collection"], entry["id"]
@@ -503,6 +558,13 @@ class Pusher:
         remote_v = system.get("_v")
         remote_hlc = str(system.get("_hlc") or "")
         spec = self.replica.schema.collections[collection]
+        local = self._written_doc(entry)
+        try:
+            merged = merge(entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc)
+        except Exception as error:  # the app's callback: this change waits, the others go on
+            failed = RemoteError("MergeFailed", repr(error), 400, {})
+            await self._reject([entry], failed, report)
+            return
 
         def body(tx: Transaction) -> None:
             pending = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
@@ -511,10 +573,6 @@ class Pusher:
                 # The local side is this entry's own edit: the record also holds the edits
                 # made while it was in flight, which their own entries push afterwards.
                 followers = sorted((e for e in entries if e["n"] > entry["n"]), key=_by_n)
-                local = self._written_doc(entry)
-                merged = merge(
-                    entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc
-                )
                 deltas = {k: v for k, v in entry["inc"].items() if k not in entry["set"]}
                 if merged is not None and remote_doc is not None:
                     # Increments commute: re-apply this device's deltas to the server's value.
@@ -600,14 +658,19 @@ class Pusher:
                 if system.get("_m") != entry["mid"]:
                     conflicted = True
                     report.conflicts += 1
-                    await self._resolve(entry, remote_doc, system)
+                    await self._resolve(entry, remote_doc, system, report)
         if conflicted:
             await self._set_state(batch, PENDING)
         else:
             await self._reject(batch, error, report)
 
-    async def _reject(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
+    async def _reject(
+        self, batch: list[Entry], error: RemoteError, report: PushReport, *, unsure: bool = False
+    ) -> None:
+        """Move the batch to ``rejected``; ``unsure``: an earlier attempt may have landed,
+        so a retry settles it first."""
         report.rejected += len(batch)
         error_fields = {"code": error.code, "message": error.message}
-        await self._set_state(batch, REJECTED, error=error_fields)
+        extra = {"unsure": True} if unsure else {}
+        await self._set_state(batch, REJECTED, error=error_fields, **extra)
         await self.replica._refresh_counts()
