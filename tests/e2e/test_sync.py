@@ -209,9 +209,13 @@ def test_a_landed_write_whose_reply_was_lost_is_not_redone_after_others_wrote_ov
     landed: list[str] = []
 
     def cut_off(route: Any) -> None:
-        if not landed and route.request.headers.get("x-amz-target", "").endswith("UpdateItem"):
+        if landed:  # cut off after the write
+            route.abort("connectionreset")
+        elif route.request.headers.get("x-amz-target", "").endswith("UpdateItem"):
             landed.append(route.fetch().text())
-        route.abort("connectionreset")
+            route.abort("connectionreset")
+        else:  # what the push reads before it writes
+            route.continue_()
 
     a.context.route("**/dynamodb", cut_off)
     failed = a.run(
