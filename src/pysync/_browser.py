@@ -19,9 +19,11 @@ class _BroadcastChannel:
         # Messages travel as JSON text: no JS object proxies to convert or leak.
         self._handler = create_proxy(lambda event: on_message(json.loads(event.data)))
         self._channel.onmessage = self._handler
+        # Looked up once: every local write posts.
+        self._post = self._channel.postMessage
 
     def post(self, message: dict[str, Any]) -> None:
-        self._channel.postMessage(json.dumps(message))
+        self._post(json.dumps(message))
 
     def close(self) -> None:
         self._channel.onmessage = None
