@@ -6,7 +6,7 @@ An entry describes one record's pending change::
      "value": {...} (put), "set": {...}, "inc": {...} (patch),
      "base": {...} | None, "base_v": 3 | None, "new": bool, "hlc": "…",
      "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None,
-     "since": 41 (once sent), "merged": bool (a conflict's result),
+     "since": 41, "sent": ms (once sent), "merged": bool (a conflict's result),
      "unsure": bool (rejected after an attempt whose outcome is unknown)}
 
 ``base`` is the record as the server had it when the first folded edit was made

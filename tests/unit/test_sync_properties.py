@@ -350,6 +350,7 @@ async def settle(world: World, rounds: int = 8) -> None:
     world.db.deliver()
     for device in world.devices:
         device.remote.clear_faults()
+        device.browser.now_ms += 15 * 60 * 1000  # later: a write still unseen did not land
     for _ in range(rounds):
         quiet = True
         for device in world.devices:

@@ -40,6 +40,9 @@ PAGE = 500
 BASE_PAGE = 500
 #: Items converted and applied per store transaction: short tasks, a responsive page.
 APPLY_CHUNK = 100
+#: After this long (ms) from its first send, a write the changelog does not show
+#: did not land: a running stream consumer appends within seconds.
+QUIET_MS = 10 * 60 * 1000
 #: Local records read per slice when looking for the ones a base sync did not see.
 SCAN = 250
 
@@ -192,7 +195,8 @@ class Puller:
         entry's base. ``None`` while the changelog lags behind the record.
 
         If entries after ``since`` expired, the answer is lost with them: False,
-        so the write meets the server's version as a recorded conflict.
+        so the write meets the server's version as a recorded conflict. So it is
+        ``QUIET_MS`` after the first send (``sent``): the stream consumer must run.
         """
         mid, since = entry["mid"], int(entry.get("since", 0))
         target = sort_key(entry["collection"], entry["id"])
@@ -219,7 +223,12 @@ class Puller:
                 break
         if expected == since + 1:  # nothing after since: not appended yet, or all expired
             expired = await self.head() > since
-        return False if expired else None
+        if expired:
+            return False
+        # A running consumer appends a write within seconds: long after the first send,
+        # a write still missing from the changelog did not land.
+        waited = self.replica.platform.now_ms() - int(entry.get("sent", 0))
+        return False if waited > QUIET_MS else None
 
     async def _entries(self, seq: int, *, forward: bool) -> AsyncIterator[dict[str, Any]]:
         """Changelog entries after ``seq`` (``forward``) or before it, newest first."""

@@ -447,8 +447,10 @@ class Pusher:
         """
         stored: dict[int, Entry] = {}
 
+        now = self.replica.platform.now_ms()
+
         def mark(found: Entry) -> Entry:
-            found = {**found, "since": found.get("since", since)}
+            found = {**found, "since": found.get("since", since), "sent": found.get("sent", now)}
             stored[found["n"]] = found
             return {**found, "state": INFLIGHT}
 
