@@ -26,25 +26,33 @@ database with a store "items" (keyPath "id") and an index "by_n" on "n". Documen
   a single put for each of its documents, then the outbox entries of pysync's shape,
   the records with their index field and the clock);
 - range query: ``await coll.query(index="by_n", range=KeyRange.bound(a, b))`` returning
-  1,000 of the 10,000 records written by the last bulk round vs JS
-  ``index("by_n").getAll(IDBKeyRange.bound(a, b))`` resolved at ``complete``.
+  1,000 of 10,000 records vs JS ``index("by_n").getAll(IDBKeyRange.bound(a, b))``
+  resolved at ``complete`` (the records written first, untimed, by pysync's and by JS's
+  bulk write).
 
 pysync and JS use durability "strict" (pysync sets it on every transaction); JS with
 the browser's default durability is shown for reference. Variants alternate within
 every round, the order flipping each round; GC (Python and JS) before timed regions.
-A phase breakdown of pysync's bulk transactions is measured in a separate run. Results
-go to bench/results/replica.json.
+The single puts share one page. Every bulk run, the range queries and the phase
+breakdown of pysync's bulk transactions each get a browser of their own, the bulk runs
+after a warm-up of 1,000 documents: in this Chromium a durable commit gets slower as
+the browser profile holds more data, also in a new database and after deleting the
+old ones (100 transactions of 100 records: about 0.9 s in a fresh profile, 6.9 s once
+it holds 60,000 more records), so runs sharing a browser would charge each variant
+for the data of those before it. Results go to bench/results/replica.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -297,71 +305,98 @@ def single_put_phase(page: Any, args: argparse.Namespace) -> dict[str, list[floa
     return samples
 
 
-def bulk_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Times of the bulk runs; the last round's databases stay open for queries."""
+@contextlib.contextmanager
+def _fresh_page() -> Iterator[Any]:
+    """A page of its own browser, with PAGE_CODE defined (see BULK_IN_FRESH_BROWSERS)."""
+    with bench_page("replica.html") as page:
+        page.run_python(PAGE_CODE)
+        yield page
+
+
+def _bulk_run(page: Any, variant: str, n: int, keep: bool = False) -> float:
+    """One bulk run of ``variant`` (n documents in transactions of BULK_PER_TX); ms."""
+    if variant == "pysync":
+        ms: float = page.run_python_json(
+            f"await bulk('bench-bulk-pysync', {n}, {BULK_PER_TX}, {keep})"
+        )
+    elif variant == "js_pysync_writes":
+        ms = page.run_js(
+            "([n, per]) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n, per)",
+            [n, BULK_PER_TX],
+        )
+    else:
+        durability = variant.removeprefix("js_")
+        name = f"bench-bulk-js-{durability}"
+        ms = page.run_js(
+            "([name, n, d, per]) => replicaBaseline.bulk(name, n, d, per)",
+            [name, n, durability, BULK_PER_TX],
+        )
+        if not keep:
+            page.run_js("(name) => replicaBaseline.drop(name)", name)
+    return ms
+
+
+def bulk_phase(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Times of the bulk runs, each in a browser of its own after a warm-up of 1,000."""
     variants = ["pysync", "js_strict", "js_default", "js_pysync_writes"]
     samples: dict[str, list[float]] = {v: [] for v in variants}
-    total = 1 + args.bulk_rounds
-    for round_ in range(total):  # round 0 warms up with 1,000 records
-        n = 1_000 if round_ == 0 else BULK_N
-        keep = round_ == total - 1
+    for round_ in range(1, 1 + args.bulk_rounds):
         for variant in _order(variants, round_):
-            if variant == "pysync":
-                ms = page.run_python_json(
-                    f"await bulk('bench-bulk-pysync', {n}, {BULK_PER_TX}, {keep})"
-                )
-            elif variant == "js_pysync_writes":
-                ms = page.run_js(
-                    "([n, per]) => replicaBaseline.pysyncWrites('bench-bulk-js-pw', n, per)",
-                    [n, BULK_PER_TX],
-                )
-            else:
-                durability = variant.removeprefix("js_")
-                name = f"bench-bulk-js-{durability}"
-                ms = page.run_js(
-                    "([name, n, d, per]) => replicaBaseline.bulk(name, n, d, per)",
-                    [name, n, durability, BULK_PER_TX],
-                )
-                if not keep or durability != "strict":
-                    page.run_js("(name) => replicaBaseline.drop(name)", name)
-            if round_ > 0:
-                samples[variant].append(ms)
-        if round_ > 0:
-            _log(
-                f"bulk round {round_}/{args.bulk_rounds}: "
-                + ", ".join(f"{v} {samples[v][-1]:.0f} ms" for v in variants)
-            )
+            with _fresh_page() as page:
+                _bulk_run(page, variant, 1_000)
+                samples[variant].append(_bulk_run(page, variant, BULK_N))
+        _log(
+            f"bulk round {round_}/{args.bulk_rounds}: "
+            + ", ".join(f"{v} {samples[v][-1]:.0f} ms" for v in variants)
+        )
     return samples
 
 
-def query_phase(page: Any, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Range queries of QUERY_HITS records over the last bulk round's databases."""
+def query_phase(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Range queries of QUERY_HITS records of BULK_N, written first (untimed) by pysync
+    and by JS (strict) in a browser of their own."""
     samples: dict[str, list[float]] = {"pysync": [], "js": []}
     step = (BULK_N - QUERY_HITS) // max(1, args.queries)
-    for round_ in range(1 + args.queries):  # round 0 warms up
-        low = (round_ * step) % (BULK_N - QUERY_HITS)
-        high = low + QUERY_HITS - 1
-        for variant in _order(["pysync", "js"], round_):
-            if variant == "pysync":
-                ms, hits = page.run_python_json(
-                    f"await range_query('bench-bulk-pysync', {low}, {high})"
-                )
-            else:
-                ms, hits = page.run_js(
-                    "([a, b]) => replicaBaseline.rangeQuery('bench-bulk-js-strict', a, b)",
-                    [low, high],
-                )
-            if hits != QUERY_HITS:
-                raise RuntimeError(f"{variant} range query returned {hits} records")
-            if round_ > 0:
-                samples[variant].append(ms)
+    with _fresh_page() as page:
+        _bulk_run(page, "pysync", BULK_N, keep=True)
+        _bulk_run(page, "js_strict", BULK_N, keep=True)
+        for round_ in range(1 + args.queries):  # round 0 warms up
+            low = (round_ * step) % (BULK_N - QUERY_HITS)
+            high = low + QUERY_HITS - 1
+            for variant in _order(["pysync", "js"], round_):
+                if variant == "pysync":
+                    ms, hits = page.run_python_json(
+                        f"await range_query('bench-bulk-pysync', {low}, {high})"
+                    )
+                else:
+                    ms, hits = page.run_js(
+                        "([a, b]) => replicaBaseline.rangeQuery('bench-bulk-js-strict', a, b)",
+                        [low, high],
+                    )
+                if hits != QUERY_HITS:
+                    raise RuntimeError(f"{variant} range query returned {hits} records")
+                if round_ > 0:
+                    samples[variant].append(ms)
+        page.run_python("await drop('bench-bulk-pysync')")
+        page.run_js("() => replicaBaseline.drop('bench-bulk-js-strict')")
     _log(
         f"range query: pysync {statistics.median(samples['pysync']):.1f} ms, "
         f"JS {statistics.median(samples['js']):.1f} ms"
     )
-    page.run_python("await drop('bench-bulk-pysync')")
-    page.run_js("() => replicaBaseline.drop('bench-bulk-js-strict')")
     return samples
+
+
+def phases_phase(args: argparse.Namespace) -> list[dict[str, float]]:
+    """The bulk breakdown, each run in a browser of its own after a warm-up of 1,000."""
+    phases = []
+    for _ in range(args.phase_runs):
+        with _fresh_page() as page:
+            _bulk_run(page, "pysync", 1_000)
+            phases.append(
+                page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N}, {BULK_PER_TX})")
+            )
+    _log(f"bulk phases: {phases}")
+    return phases
 
 
 def _paired(a: list[float], b: list[float]) -> float:
@@ -454,14 +489,10 @@ def main() -> None:
         machine["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
         page.run_python(PAGE_CODE)
         puts = single_put_phase(page, args)
-        bulk = bulk_phase(page, args)
-        query = query_phase(page, args)
-        phases = [
-            page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N}, {BULK_PER_TX})")
-            for _ in range(args.phase_runs)
-        ]
-        _log(f"bulk phases: {phases}")
-        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    bulk = bulk_phase(args)
+    query = query_phase(args)
+    phases = phases_phase(args)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     result = {
         "benchmark": "replica",
@@ -470,10 +501,11 @@ def main() -> None:
         "machine": machine,
         "setup": (
             f"single put: 1 warm-up + {args.rounds} rounds x {args.puts} puts per variant on "
-            f"a fresh database; bulk: 1 warm-up (1,000) + {args.bulk_rounds} rounds of "
-            f"{BULK_N:,} in transactions of {BULK_PER_TX}; range query: 1 warm-up + "
-            f"{args.queries} queries over the last bulk round's data; variants interleaved, "
-            "order flipped every round"
+            f"a fresh database; bulk: {args.bulk_rounds} rounds of {BULK_N:,} in "
+            f"transactions of {BULK_PER_TX}, every run in a browser of its own after a "
+            f"warm-up of 1,000; range query: 1 warm-up + {args.queries} queries over "
+            f"{BULK_N:,} records written untimed, in a browser of its own; variants "
+            "interleaved, order flipped every round"
         ),
         "document": {
             "id": "r000123",
