@@ -264,11 +264,19 @@ class Replica:
         return await self.store.query(OUTBOX)
 
     async def retry(self, mid: str) -> None:
-        """Queue a rejected change (by its mutation id) to be pushed again."""
-        await self._change_entry(mid, lambda tx, entry: tx.put(OUTBOX, {**entry, "state": PENDING}))
+        """Queue a rejected change (by its mutation id) to be pushed again.
+
+        A change of a ``transaction()`` is retried with the rest of it: it lands whole.
+        """
+        await self._change_entry(
+            mid, lambda tx, entry: tx.put(OUTBOX, {**entry, "state": PENDING}), queued_ok=True
+        )
 
     async def discard(self, mid: str) -> None:
-        """Drop a rejected change and put the document back as the server has it."""
+        """Drop a rejected change and put the document back as the server has it.
+
+        A change of a ``transaction()`` is discarded with the rest of it.
+        """
 
         def drop(tx: Transaction, entry: Entry) -> None:
             tx.delete(OUTBOX, entry["n"])
@@ -281,17 +289,29 @@ class Replica:
 
         await self._change_entry(mid, drop)
 
-    async def _change_entry(self, mid: str, change: Callable[[Transaction, Entry], None]) -> None:
+    async def _change_entry(
+        self, mid: str, change: Callable[[Transaction, Entry], None], *, queued_ok: bool = False
+    ) -> None:
+        """Apply ``change`` to the rejected change ``mid`` and the rest of its transaction.
+
+        ``queued_ok``: a change already pending again (retried with its transaction)
+        is no error.
+        """
         collections = list(self.schema.collections)
 
         def body(tx: Transaction) -> None:
             def found(entries: list[Entry]) -> None:
-                matches = [e for e in entries if e["mid"] == mid and e["state"] == REJECTED]
-                if not matches:
+                matches = [e for e in entries if e["mid"] == mid]
+                if not matches or (matches[0]["state"] != REJECTED and not queued_ok):
                     raise KeyError(f"no rejected change {mid!r}")
-                change(tx, matches[0])
+                group = matches[0]["group"]
+                for entry in entries:
+                    if entry["state"] == REJECTED and (
+                        entry["mid"] == mid or (group is not None and entry["group"] == group)
+                    ):
+                        change(tx, entry)
 
-            tx.query(OUTBOX, index="by_state", range=KeyRange.only(REJECTED)).then(found)
+            tx.query(OUTBOX).then(found)
 
         await self.store.run([*collections, OUTBOX], "readwrite", body)
         self._watchers.changed(collections)

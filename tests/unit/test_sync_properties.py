@@ -859,3 +859,21 @@ async def test_bug15_a_failing_merge_callback_blocks_every_change(make_device: A
     assert "good" in server_documents(db)
     (entry,) = await a.replica.outbox()
     assert (entry["state"], entry["error"]["code"]) == ("rejected", "MergeFailed")
+
+
+async def test_bug16_retrying_one_change_of_a_rejected_transaction_splits_it(
+    make_device: Any,
+) -> None:
+    db = MemoryDynamo()
+    a = await make_device(db)
+    async with a.replica.transaction() as tx:
+        tx.put("docs", {"id": "x", "v": 1})
+        tx.put("docs", {"id": "y", "v": 1})
+    refusal = RemoteError("ValidationException", "refused", 400, {})
+    a.remote.fail_next(1, refusal, operations=WRITES)
+    assert (await a.sync.push()).rejected == 2
+    first, _ = await a.replica.outbox()
+    await a.replica.retry(first["mid"])  # the app retries the change it was shown
+    assert [e["state"] for e in await a.replica.outbox()] == ["pending", "pending"]
+    assert (await a.sync.push()).pushed == 2  # as one transaction again
+    assert set(server_documents(db)) == {"x", "y"}
