@@ -38,7 +38,7 @@ breakdown of pysync's bulk transactions each get a browser of their own, the bul
 after a warm-up of 1,000 documents: in this Chromium a durable commit gets slower as
 the browser profile holds more data, also in a new database and after deleting the
 old ones (100 transactions of 100 records: about 0.9 s in a fresh profile, 6.9 s once
-it holds 60,000 more records), so runs sharing a browser would charge each variant
+it holds 50,000 more records), so runs sharing a browser would charge each variant
 for the data of those before it. Results go to bench/results/replica.json.
 """
 
