@@ -17,7 +17,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,38 +109,27 @@ class Puller:
         # Every entry up to the head read now exists unless it expired: the consumer
         # writes the head and its entries in one transaction.
         head = await self.head()
-        start: dict[str, Any] | None = None
         while True:
-            request: dict[str, Any] = {
-                "TableName": self.changes_table,
-                "KeyConditionExpression": "pk = :p AND sk > :c",
-                "ExpressionAttributeValues": {":p": to_attr(self.scope), ":c": to_attr(cursor)},
-                "ConsistentRead": True,
-                "Limit": PAGE,
-            }
-            if start:
-                request["ExclusiveStartKey"] = start
-            page = await self.remote.call("Query", request)
-            items = page.get("Items", [])
-            seqs = [int(item["sk"]["N"]) for item in items]
-            start = page.get("LastEvaluatedKey")
-            last = seqs[-1] if seqs else cursor
-            if seqs != list(range(cursor + 1, last + 1)) or (not start and last < head):
-                # Entries expired (TTL deletes them in no particular order): rebuild
-                # from the data table.
-                cursor = head = await self.base_sync(report, progress)
-                start = None
-                continue
-            changes = [await self._change(item) for item in items]
-            if changes:
-                report.pages += 1
-                if progress:
-                    progress(report.pages)
-                await self.apply(changes, report, cursor=changes[-1].seq)
-                cursor = changes[-1].seq
-            if not start:
-                return report
-            await asyncio.sleep(0)  # let the page breathe between pages
+            # Closed when a base sync breaks off the reading, not left to the collector.
+            async with contextlib.aclosing(self._pages(cursor, forward=True)) as pages:
+                async for items, more in pages:
+                    seqs = [int(item["sk"]["N"]) for item in items]
+                    last = seqs[-1] if seqs else cursor
+                    if seqs != list(range(cursor + 1, last + 1)) or (not more and last < head):
+                        # Entries expired (TTL deletes them in no particular order): rebuild
+                        # from the data table, then catch up from its head.
+                        cursor = head = await self.base_sync(report, progress)
+                        break
+                    changes = [await self._change(item) for item in items]
+                    if changes:
+                        report.pages += 1
+                        if progress:
+                            progress(report.pages)
+                        await self.apply(changes, report, cursor=changes[-1].seq)
+                        cursor = changes[-1].seq
+                    if not more:
+                        return report
+                    await asyncio.sleep(0)  # let the page breathe between pages
 
     def _stale_mark(self, target: tuple[str, Key]) -> dict[str, Any]:
         """The ``_meta`` record saying a pull skipped server changes of ``target``."""
@@ -155,7 +145,7 @@ class Puller:
         changes = []
         for mark in marks:
             collection, key = mark["collection"], mark["id"]
-            item = await self._read(sort_key(collection, key))
+            item = await self.read(sort_key(collection, key))
             if item is None:
                 changes.append(_Change(collection, key, cursor, None, None))
             else:
@@ -163,7 +153,7 @@ class Puller:
         if changes:  # records still pending are skipped (and stay marked)
             await self.apply(changes, report, cursor=None, force=True, unmark=True)
 
-    async def _read(self, sort_key: str) -> dict[str, Any] | None:
+    async def read(self, sort_key: str) -> dict[str, Any] | None:
         """The scope's data item ``sort_key`` (a consistent read), if it exists."""
         got = await self.remote.call(
             "GetItem",
@@ -202,25 +192,27 @@ class Puller:
         target = sort_key(entry["collection"], entry["id"])
         expected = since + 1
         expired = False
-        async for item in self._entries(since, forward=True):
-            seq = int(item["sk"]["N"])
-            expired = expired or seq != expected
-            expected = seq + 1
-            if item["key"]["S"] != target:
-                continue
-            image = item.get("item", {}).get("M", {})
-            if (item.get("_m") or image.get("_m")) == {"S": mid}:
-                return True
-            if version is not None and _version(item) >= version:
-                return False
+        async with contextlib.aclosing(self._entries(since, forward=True)) as after:
+            async for item in after:
+                seq = int(item["sk"]["N"])
+                expired = expired or seq != expected
+                expected = seq + 1
+                if item["key"]["S"] != target:
+                    continue
+                image = item.get("item", {}).get("M", {})
+                if (item.get("_m") or image.get("_m")) == {"S": mid}:
+                    return True
+                if version is not None and _version(item) >= version:
+                    return False
         if version is None or version <= (entry["base_v"] or 0):
             return False
         # The record's version may be older than the write: appended by ``since``.
-        async for item in self._entries(since + 1, forward=False):
-            if item["key"]["S"] == target:
-                if _version(item) >= version:
-                    return False
-                break
+        async with contextlib.aclosing(self._entries(since + 1, forward=False)) as before:
+            async for item in before:
+                if item["key"]["S"] == target:
+                    if _version(item) >= version:
+                        return False
+                    break
         if expected == since + 1:  # nothing after since: not appended yet, or all expired
             expired = await self.head() > since
         if expired:
@@ -230,8 +222,19 @@ class Puller:
         waited = self.replica.platform.now_ms() - int(entry.get("sent", 0))
         return False if waited > QUIET_MS else None
 
-    async def _entries(self, seq: int, *, forward: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _entries(self, seq: int, *, forward: bool) -> AsyncGenerator[dict[str, Any], None]:
         """Changelog entries after ``seq`` (``forward``) or before it, newest first."""
+        async with contextlib.aclosing(self._pages(seq, forward=forward)) as pages:
+            async for items, _ in pages:
+                for item in items:
+                    if item["sk"]["N"] != "0":  # not the head item
+                        yield item
+
+    async def _pages(
+        self, seq: int, *, forward: bool
+    ) -> AsyncGenerator[tuple[list[dict[str, Any]], bool], None]:
+        """Pages of changelog items after ``seq`` (``forward``) or before it, and whether
+        more follow."""
         start: dict[str, Any] | None = None
         while True:
             request: dict[str, Any] = {
@@ -245,10 +248,8 @@ class Puller:
             if start:
                 request["ExclusiveStartKey"] = start
             page = await self.remote.call("Query", request)
-            for item in page.get("Items", []):
-                if forward or item["sk"]["N"] != "0":  # not the head item
-                    yield item
             start = page.get("LastEvaluatedKey")
+            yield page.get("Items", []), bool(start)
             if not start:
                 return
 
@@ -270,7 +271,7 @@ class Puller:
         if item.get("op", {}).get("S") == "put" and "item" not in item:
             # "trunc": the new image was too large for the entry; read the item itself
             # (it may be newer than this entry: later entries apply on top).
-            image = await self._read(item["key"]["S"])
+            image = await self.read(item["key"]["S"])
             item = item if image is None else {**item, "item": {"M": image}}
         if item.get("op", {}).get("S") == "put" and "item" in item:
             return _image_change(collection, key, seq, item["item"]["M"])

@@ -311,12 +311,7 @@ class Pusher:
 
     async def _current(self, entry: Entry) -> dict[str, Any] | None:
         """The server's item of an entry's record (``None`` if there is none)."""
-        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
-        got = await self.remote.call(
-            "GetItem", {"TableName": self.table, "Key": to_item(key), "ConsistentRead": True}
-        )
-        item: dict[str, Any] | None = got.get("Item")
-        return item
+        return await self.history.read(sort_key(entry["collection"], entry["id"]))
 
     # -- requests ---------------------------------------------------------------------
 
