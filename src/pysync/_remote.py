@@ -59,6 +59,11 @@ class Remote(Protocol):
 Send = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 
+def token_function(token: Callable[[], str] | str) -> Callable[[], str]:
+    """A function giving the current bearer token, from a token or such a function."""
+    return token if callable(token) else (lambda: token)
+
+
 class HttpRemote:
     """A :class:`Remote` over HTTP to the pysync proxy (or to anything speaking the protocol)."""
 
@@ -69,7 +74,7 @@ class HttpRemote:
         send: Send | None = None,
     ) -> None:
         self.url = url
-        self._token = token if callable(token) else (lambda: token)
+        self._token = token_function(token)
         self._send = send or _default_send()
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._merge import Strategy
-from .._remote import Remote, RemoteError
+from .._remote import Remote, RemoteError, token_function
 from .._replica import Replica, Status
 from ._feed import RealtimeFeed
 from ._pull import Puller, PullReport
@@ -163,7 +163,7 @@ class Sync:
             self.replica.platform,
             url,
             {"scope": self.scope},
-            token if callable(token) else (lambda: token),
+            token_function(token),
             self._resume_after,
             self._on_event,
             lambda error: self.replica._set_status(last_error=f"realtime: {error!r}"),
