@@ -4,6 +4,7 @@ from ._base import Database, Mode, Record, Request, Transaction
 from ._indexeddb import IndexedDBDatabase, delete_indexeddb, open_indexeddb
 from ._memory import MemoryDatabase, MemoryStorage
 from ._schema import Index, KeyRange, Schema, StoreSchema
+from ._writes import Writes
 
 __all__ = [
     "Database",
@@ -18,6 +19,7 @@ __all__ = [
     "Schema",
     "StoreSchema",
     "Transaction",
+    "Writes",
     "delete_indexeddb",
     "open_indexeddb",
 ]

@@ -26,7 +26,7 @@ from .._documents import Key
 from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
 from .._schema import META, with_index_keys
-from .._store import KeyRange, Transaction
+from .._store import KeyRange, Transaction, Writes
 from ._items import document_of, parse_sort_key, sort_key
 
 if TYPE_CHECKING:
@@ -315,10 +315,7 @@ class Puller:
                 for collection, records in (found or {}).items():
                     targets_of = ((collection, k) for k in keys[collection])
                     current.update(zip(targets_of, records.result, strict=True))
-                # One put_many / delete_many per collection; a later change of a record
-                # replaces an earlier one of the same page.
-                puts: dict[str, dict[Key, dict[str, Any]]] = {c: {} for c in keys}
-                deletes: dict[str, dict[Key, None]] = {c: {} for c in keys}
+                writes = Writes()  # a few put_many / delete_many, not a request per change
                 for change in known:
                     target = (change.collection, change.key)
                     record = current.get(target)
@@ -330,26 +327,20 @@ class Puller:
                         continue
                     if not force and record is not None and _older(change, record):
                         continue
-                    puts[change.collection].pop(change.key, None)
-                    deletes[change.collection].pop(change.key, None)
                     if change.doc is None:
-                        deletes[change.collection][change.key] = None
+                        writes.delete(change.collection, change.key)
                         current[target] = None
                     else:
                         spec = schema.collections[change.collection]
                         new = with_index_keys(
                             spec, {**change.doc, "_v": change.version, "_seq": change.seq}
                         )
-                        puts[change.collection][change.key] = new
+                        writes.put(change.collection, new)
                         current[target] = new
                     report.applied += 1
                     if unmark:
                         tx.delete(META, self._stale_mark(target)["key"])
-                for collection in keys:
-                    if deletes[collection]:
-                        tx.delete_many(collection, list(deletes[collection]))
-                    if puts[collection]:
-                        tx.put_many(collection, list(puts[collection].values()))
+                writes.issue(tx)
                 set_cursor(tx)
 
             def counted(pending: int) -> None:

@@ -33,9 +33,8 @@ from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch
 from .._remote import Remote, RemoteError
-from .._replica import _Writes
 from .._schema import CONFLICTS, with_index_keys
-from .._store import KeyRange, Transaction
+from .._store import KeyRange, Transaction, Writes
 from ._items import document_of, sort_key
 
 if TYPE_CHECKING:
@@ -485,7 +484,7 @@ class Pusher:
                     for c, request in found.items()
                     for k, record in zip(keys[c], request.result, strict=True)
                 }
-                writes = _Writes()
+                writes = Writes()
                 for (entry, server_doc, version), entries in zip(acks, pending, strict=True):
                     target = (entry["collection"], entry["id"])
                     self._ack(writes, entry, server_doc, version, current[target], entries)
@@ -497,7 +496,7 @@ class Pusher:
 
     def _ack(
         self,
-        writes: _Writes,
+        writes: Writes,
         entry: Entry,
         server_doc: dict[str, Any] | None,
         version: int,
