@@ -31,8 +31,10 @@ def merge(
     ``local_wins_by_clock`` says whether the local edit's clock is later than the
     remote write's (used by ``"lww"``).
     """
-    if local == remote:
-        return local
+    if local == remote or remote == base:
+        return local  # nothing to decide: the same result, or no change on the server
+    if local == base:
+        return remote
     if callable(strategy):
         if base is not None and local is not None and remote is not None:
             merged = _fields(base, local, remote)

@@ -84,3 +84,15 @@ def apply_patch(
     for name, delta in incs.items():
         out[name] = out.get(name, 0) + delta
     return out
+
+
+def replay(doc: dict[str, Any] | None, entries: list[Entry]) -> dict[str, Any] | None:
+    """``doc`` with the edits of ``entries`` applied in order (``None``: deleted)."""
+    for entry in entries:
+        if entry["op"] == "put":
+            doc = dict(entry["value"])
+        elif entry["op"] == "delete":
+            doc = None
+        else:
+            doc = apply_patch(doc or {"id": entry["id"]}, entry["set"], entry["inc"])
+    return doc

@@ -20,7 +20,7 @@ from ._documents import Document, Key, check_document, check_id, new_id, public
 from ._errors import DocumentExistsError, DocumentNotFoundError, TransactionTooLargeError
 from ._live import Subscription, Watchers
 from ._migrate import migrate
-from ._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold
+from ._outbox import OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold, replay
 from ._platform import Channel, Platform, Unsubscribe
 from ._schema import CONFLICTS, META, AppSchema, index_range, with_index_keys
 from ._store import Database, KeyRange, Request, Transaction, Writes
@@ -269,30 +269,51 @@ class Replica:
         A change of a ``transaction()`` is retried with the rest of it: it lands whole.
         """
         await self._change_entry(
-            mid, lambda tx, entry: tx.put(OUTBOX, {**entry, "state": PENDING}), queued_ok=True
+            mid, lambda tx, entry, _: tx.put(OUTBOX, {**entry, "state": PENDING}), queued_ok=True
         )
 
     async def discard(self, mid: str) -> None:
-        """Drop a rejected change and put the document back as the server has it.
+        """Drop a rejected change and put the document back as the server has it, with
+        the document's later changes (still queued) on top.
 
         A change of a ``transaction()`` is discarded with the rest of it.
         """
 
-        def drop(tx: Transaction, entry: Entry) -> None:
+        def drop(tx: Transaction, entry: Entry, entries: list[Entry]) -> None:
             tx.delete(OUTBOX, entry["n"])
             collection, key = entry["collection"], entry["id"]
-            if entry["base"] is None:
+            later = sorted(
+                (
+                    e
+                    for e in entries
+                    if (e["collection"], e["id"]) == (collection, key) and e["n"] > entry["n"]
+                ),
+                key=lambda e: int(e["n"]),
+            )
+            for follower in later:
+                if follower["follows"] == entry["mid"]:
+                    # It goes on top of what the discarded change was made on.
+                    inherited = {k: entry.get(k) for k in ("base", "base_v", "base_m", "new")}
+                    tx.put(OUTBOX, {**follower, **inherited, "follows": entry["follows"]})
+            shown = replay(entry["base"], later)
+            if shown is None:
                 tx.delete(collection, key)
             else:
                 spec = self.schema.collections[collection]
-                tx.put(collection, with_index_keys(spec, {**entry["base"], "_v": entry["base_v"]}))
+                server = {"_v": entry["base_v"], "_m": entry.get("base_m")}
+                tx.put(collection, with_index_keys(spec, {**shown, **server}))
 
         await self._change_entry(mid, drop)
 
     async def _change_entry(
-        self, mid: str, change: Callable[[Transaction, Entry], None], *, queued_ok: bool = False
+        self,
+        mid: str,
+        change: Callable[[Transaction, Entry, list[Entry]], None],
+        *,
+        queued_ok: bool = False,
     ) -> None:
-        """Apply ``change`` to the rejected change ``mid`` and the rest of its transaction.
+        """Apply ``change`` to the rejected change ``mid`` and the rest of its transaction
+        (it also gets every outbox entry).
 
         ``queued_ok``: a change already pending again (retried with its transaction)
         is no error.
@@ -309,7 +330,7 @@ class Replica:
                     if entry["state"] == REJECTED and (
                         entry["mid"] == mid or (group is not None and entry["group"] == group)
                     ):
-                        change(tx, entry)
+                        change(tx, entry, entries)
 
             tx.query(OUTBOX).then(found)
 
@@ -486,14 +507,14 @@ class _Applier:
             "set": edit.set,
             "inc": edit.inc,
             # The common ancestor for a three-way merge: what the server has (or, when
-            # an earlier change is still in flight, what it will have once it lands).
+            # an earlier change is still queued, what it will have once it lands). The
+            # base state (``_v``, ``_m``) is the one the push's condition must find.
             "base": None if current is None else public(current),
             "base_v": None if current is None or pending else current.get("_v"),
-            "follows": (
-                last["mid"]
-                if last is not None and (last["state"] == INFLIGHT or last.get("unsure"))
-                else None
-            ),
+            "base_m": None if current is None or pending else current.get("_m"),
+            # Behind an earlier change of the record (in flight, of another transaction,
+            # or rejected): rebased on the state that change creates once it lands.
+            "follows": None if last is None else last["mid"],
             "new": current is None and not pending,
             "hlc": hlc,
             "group": self.group,

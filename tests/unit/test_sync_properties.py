@@ -709,8 +709,9 @@ async def test_bug9_a_write_settled_after_its_record_last_changed_waits_forever(
     assert cursor is not None
     # An uncertain create of d first sent when d's last change was already in the changelog.
     entry = {"collection": "docs", "id": "d", "mid": "m-never-sent", "since": cursor}
-    version = int(from_item(db.item(TABLE, SCOPE, "docs#d") or {})["_v"])
-    assert await a.sync.puller.landed({**entry, "base_v": None}, version) is False  # None
+    item = db.item(TABLE, SCOPE, "docs#d")
+    assert item is not None
+    assert await a.sync.puller.landed({**entry, "base_v": None}, item) is False  # None
 
 
 async def test_bug10_a_changelog_expired_up_to_its_head_goes_unnoticed(make_device: Any) -> None:

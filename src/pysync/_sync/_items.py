@@ -16,6 +16,11 @@ from .._marshal import from_item
 
 SYSTEM = ("pk", "sk", "_v", "_hlc", "_c", "_m", "_del", "_ttl")
 
+#: A server state of an item: its version and the mutation id that wrote it. ``_v``
+#: alone does not name a state (a key deleted for good starts again at 1, and a
+#: writer that bypasses pysync may leave it alone); ``_m`` is unique per write.
+State = tuple["int | None", "str | None"]
+
 
 def sort_key(collection: str, key: Key) -> str:
     """The ``sk`` of a document."""
@@ -43,3 +48,19 @@ def document_of(item: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dic
     values = from_item(item)
     system = {k: values.pop(k) for k in SYSTEM if k in values}
     return (None if system.get("_del") else values), system
+
+
+def state_of(system: dict[str, Any]) -> State:
+    """The (``_v``, ``_m``) of an item's system fields."""
+    version = system.get("_v")
+    return (None if version is None else int(version), system.get("_m"))
+
+
+def tomb_prefix(scope: str) -> str:
+    """The start of the ``_meta`` keys of :func:`tomb_key` in ``scope``."""
+    return f"tomb:{scope}:"
+
+
+def tomb_key(scope: str, collection: str, key: Key) -> str:
+    """The ``_meta`` key remembering the tombstone of a document this device deleted."""
+    return f"{tomb_prefix(scope)}{collection}:{key!r}"

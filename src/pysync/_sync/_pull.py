@@ -27,7 +27,15 @@ from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
 from .._schema import META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
-from ._items import document_of, parse_sort_key, sort_key
+from ._items import (
+    State,
+    document_of,
+    parse_sort_key,
+    sort_key,
+    state_of,
+    tomb_key,
+    tomb_prefix,
+)
 
 if TYPE_CHECKING:
     from .._remote import Remote
@@ -56,20 +64,14 @@ class _Change:
     doc: dict[str, Any] | None  # None: delete
     version: int | None
     hlc: str = ""
+    mid: str | None = None
 
 
 def _image_change(collection: str, key: Key, seq: int, image: dict[str, Any]) -> _Change:
     """The change that makes a record equal to a DynamoDB item image (a tombstone deletes)."""
     doc, system = document_of(image)
-    version = system.get("_v")
-    return _Change(
-        collection,
-        key,
-        seq,
-        doc,
-        None if version is None else int(version),
-        str(system.get("_hlc") or ""),
-    )
+    version, mid = state_of(system)
+    return _Change(collection, key, seq, doc, version, str(system.get("_hlc") or ""), mid)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Puller:
         self.scope = scope
         self.cursor_key = f"cursor:{scope}"
         self.stale_prefix = f"stale:{scope}:"
+        self.tomb_prefix = tomb_prefix(scope)
 
     async def cursor(self) -> int | None:
         """The last applied changelog seq, or ``None`` before the first sync."""
@@ -174,15 +177,16 @@ class Puller:
             await self.apply(changes, report, cursor=changes[-1].seq)
         return report
 
-    async def landed(self, entry: Entry, version: int | None) -> bool | None:
+    async def landed(self, entry: Entry, item: dict[str, Any]) -> bool | None:
         """Whether the outbox ``entry``'s write was applied, by the changelog.
 
-        ``version`` is the record's ``_v`` on the server now (``None``: there is
-        no item). True if an entry of the record after the write was first sent
-        (``since``) carries its mutation id. False if none does and the changelog
-        has reached ``version`` (it holds a record's versions in order, so an
-        earlier write would be there), or the record has not moved past the
-        entry's base. ``None`` while the changelog lags behind the record.
+        ``item`` is the record's item on the server now (a consistent read made
+        before this call; not carrying the entry's mutation id). True if an entry of
+        the record after the write was first sent (``since``) carries its mutation
+        id. False if none does up to the entry of the item's current state (the
+        changelog holds a record's states in order, so an earlier write would be
+        there), if that state was written at or before ``since``, or if it is still
+        the state the edit was made on. ``None`` while the changelog lags behind.
 
         If entries after ``since`` expired, the answer is lost with them: False,
         so the write meets the server's version as a recorded conflict. So it is
@@ -190,33 +194,33 @@ class Puller:
         """
         mid, since = entry["mid"], int(entry.get("since", 0))
         target = sort_key(entry["collection"], entry["id"])
+        state = state_of(document_of(item)[1])
+        if entry["base_v"] is not None and state == (entry["base_v"], entry.get("base_m")):
+            return False  # the item is still the state the edit was made on
+        # Read first: every entry up to this head exists now, unless it expired.
+        head = await self.head()
         expected = since + 1
-        expired = False
         async with contextlib.aclosing(self._entries(since, forward=True)) as after:
-            async for item in after:
-                seq = int(item["sk"]["N"])
-                expired = expired or seq != expected
+            async for found in after:
+                seq = int(found["sk"]["N"])
+                if seq != expected:
+                    return False  # entries expired
                 expected = seq + 1
-                if item["key"]["S"] != target:
+                if found["key"]["S"] != target:
                     continue
-                image = item.get("item", {}).get("M", {})
-                if (item.get("_m") or image.get("_m")) == {"S": mid}:
+                if _mutation(found) == mid:
                     return True
-                if version is not None and _version(item) >= version:
+                if _state(found) == state:
                     return False
-        if version is None or version <= (entry["base_v"] or 0):
-            return False
-        # The record's version may be older than the write: appended by ``since``.
+        if expected <= head:
+            return False  # entries up to the head expired
+        # The item's state may be older than the write's first send.
         async with contextlib.aclosing(self._entries(since + 1, forward=False)) as before:
-            async for item in before:
-                if item["key"]["S"] == target:
-                    if _version(item) >= version:
+            async for found in before:
+                if found["key"]["S"] == target:
+                    if _state(found) == state:
                         return False
                     break
-        if expected == since + 1:  # nothing after since: not appended yet, or all expired
-            expired = await self.head() > since
-        if expired:
-            return False
         # A running consumer appends a write within seconds: long after the first send,
         # a write still missing from the changelog did not land.
         waited = self.replica.platform.now_ms() - int(entry.get("sent", 0))
@@ -301,6 +305,12 @@ class Puller:
         def set_cursor(tx: Transaction) -> None:
             if cursor is not None:
                 tx.put(META, {"key": self.cursor_key, "seq": cursor})
+            if force and cursor is not None:
+                # A base sync ends: the snapshot is the truth, the tombstones are moot.
+                tombs = KeyRange.bound(self.tomb_prefix, self.tomb_prefix + "\uffff")
+                tx.query(META, range=tombs).then(
+                    lambda found: tx.delete_many(META, [tomb["key"] for tomb in found])
+                )
 
         def body(tx: Transaction) -> None:
             targets = list(dict.fromkeys((c.collection, c.key) for c in known))
@@ -308,6 +318,10 @@ class Puller:
             for collection, key in targets:
                 keys.setdefault(collection, []).append(key)
             found = None if force else {c: tx.get_many(c, k) for c, k in keys.items()}
+            # Tombstones of this device's acknowledged deletes: their older entries
+            # must not bring the documents back.
+            tomb_keys = [tomb_key(self.scope, c, k) for c, k in targets]
+            tombs = None if force else tx.get_many(META, tomb_keys)
 
             def ready(entries: list[list[Entry]]) -> None:
                 waiting = {t for t, group in zip(targets, entries, strict=True) if group}
@@ -315,6 +329,11 @@ class Puller:
                 for collection, records in (found or {}).items():
                     targets_of = ((collection, k) for k in keys[collection])
                     current.update(zip(targets_of, records.result, strict=True))
+                deleted = {
+                    target: tomb
+                    for target, tomb in zip(targets, tombs.result if tombs else [], strict=False)
+                    if tomb is not None
+                }
                 writes = Writes()  # a few put_many / delete_many, not a request per change
                 for change in known:
                     target = (change.collection, change.key)
@@ -327,14 +346,19 @@ class Puller:
                         continue
                     if not force and record is not None and _older(change, record):
                         continue
+                    tomb = deleted.pop(target, None)
+                    if tomb is not None:
+                        if record is None and _older(change, tomb):
+                            deleted[target] = tomb
+                            continue
+                        tx.delete(META, tomb["key"])
                     if change.doc is None:
                         writes.delete(change.collection, change.key)
                         current[target] = None
                     else:
                         spec = schema.collections[change.collection]
-                        new = with_index_keys(
-                            spec, {**change.doc, "_v": change.version, "_seq": change.seq}
-                        )
+                        system = {"_v": change.version, "_m": change.mid, "_seq": change.seq}
+                        new = with_index_keys(spec, {**change.doc, **system})
                         writes.put(change.collection, new)
                         current[target] = new
                     report.applied += 1
@@ -426,9 +450,18 @@ class Puller:
         await self.apply(doomed, report, cursor=head, force=True)
 
 
-def _version(entry: dict[str, Any]) -> int:
-    """A changelog entry's ``_v`` (-1 without one: a delete)."""
-    return int(entry.get("_v", {}).get("N", -1))
+def _mutation(entry: dict[str, Any]) -> str | None:
+    """The mutation id of the write a changelog entry holds."""
+    found = entry.get("_m") or entry.get("item", {}).get("M", {}).get("_m")
+    return None if found is None else str(found["S"])
+
+
+def _state(entry: dict[str, Any]) -> State | None:
+    """The item state a changelog entry holds (``None`` for a delete)."""
+    if entry.get("op", {}).get("S") != "put":
+        return None
+    version = entry.get("_v")
+    return (None if version is None else int(version["N"]), _mutation(entry))
 
 
 def _older(change: _Change, record: dict[str, Any]) -> bool:

@@ -3,15 +3,17 @@
 Invariants:
 * An entry is marked ``inflight`` before it is sent and stays so until its
   outcome is stored, so no later edit folds into a write that may have landed.
-* Every write is conditioned on the version its edit started from (``_v``), or
-  on the item not existing for a new record. A failed condition whose current
+* Every write is conditioned on the exact state its edit started from (``_v``
+  and ``_m``: a version number alone is reused after a delete for good), or on
+  the item not existing for a new record. A failed condition whose current
   item carries this mutation's id (``_m``) means an earlier attempt succeeded
   and only its reply was lost: it is acknowledged, not applied twice.
 * A write whose earlier attempt may have landed (its reply was lost, or a 5xx
   came back) is settled before it is sent again: its item carries its ``_m``,
   or the changelog holds an entry with it (the write landed, and was written
   over since), or the changelog has caught up with the item and holds none
-  (it did not land). Until the changelog decides, the entry waits.
+  (it did not land). Until the changelog decides, the entry waits. An item
+  deleted for good has no state to catch up with: a probe tombstone gives it one.
 * Any other failed condition is a conflict: it is merged, recorded in
   ``_conflicts`` with both sides, stored locally, and pushed again conditioned
   on the server's version. Nothing is overwritten blindly.
@@ -31,11 +33,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._documents import Key
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
-from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch
+from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, replay
 from .._remote import Remote, RemoteError
-from .._schema import CONFLICTS, with_index_keys
+from .._schema import CONFLICTS, META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
-from ._items import document_of, sort_key
+from ._items import State, document_of, sort_key, state_of, tomb_key
 
 if TYPE_CHECKING:
     from .._replica import Replica
@@ -58,8 +60,8 @@ class PushReport:
     rejected: int = 0
 
 
-#: How an entry's write ended: the entry, the server's document and version after it.
-Ack = tuple[Entry, "dict[str, Any] | None", int]
+#: How an entry's write ended: the entry, the server's document and state after it.
+Ack = tuple[Entry, "dict[str, Any] | None", State]
 #: A request ready to send: operation, payload, and the version each entry creates.
 Request = tuple[str, dict[str, Any], list[int | None]]
 
@@ -85,20 +87,22 @@ async def _all(tasks: Iterable[Awaitable[None]]) -> None:
             raise outcome
 
 
+def _same_state(entry: Entry, names: dict[str, str], values: dict[str, Any]) -> str:
+    """The condition that the item is still exactly the state ``entry`` was made on.
+
+    Adds the placeholders it uses to ``names`` and ``values``.
+    """
+    names.update({"#v": "_v", "#bm": "_m"})
+    values[":base"] = to_attr(entry["base_v"])
+    base_m = entry.get("base_m")  # None: a state written without one (or an older outbox)
+    if base_m is None:
+        return "#v = :base AND attribute_not_exists(#bm)"
+    values[":bm"] = to_attr(base_m)
+    return "#v = :base AND #bm = :bm"
+
+
 def _by_n(entry: Entry) -> int:
     return int(entry["n"])
-
-
-def _replay(doc: dict[str, Any] | None, entries: list[Entry]) -> dict[str, Any] | None:
-    """``doc`` with the edits of ``entries`` applied in order."""
-    for entry in entries:
-        if entry["op"] == "put":
-            doc = dict(entry["value"])
-        elif entry["op"] == "delete":
-            doc = None
-        else:
-            doc = apply_patch(doc or {"id": entry["id"]}, entry["set"], entry["inc"])
-    return doc
 
 
 class Pusher:
@@ -176,18 +180,25 @@ class Pusher:
         """The next batches from these oldest entries, and whether they sufficed."""
         singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
+        # A record's changes land in order: those behind a rejected one wait for the app
+        # to retry or discard it (the other records go on).
+        blocked: set[tuple[str, Any]] = set()
         decided = False
         for entry in entries:
-            if entry["state"] == REJECTED:
+            record = (entry["collection"], entry["id"])
+            if entry["state"] == REJECTED or record in blocked:
+                blocked.add(record)
                 continue
             group = entry["group"]
             if group is not None:
+                members = [e for e in entries if e["group"] == group and e["state"] != REJECTED]
+                if any((e["collection"], e["id"]) in blocked for e in members):
+                    blocked.update((e["collection"], e["id"]) for e in members)
+                    continue
                 if singles:
                     decided = True
                     break
-                members = [e for e in entries if e["group"] == group and e["state"] != REJECTED]
                 return [members], False
-            record = (entry["collection"], entry["id"])
             if record in records or len(singles) == self.window:
                 decided = True
                 break
@@ -281,17 +292,19 @@ class Pusher:
         Raises a retryable RemoteError while the changelog cannot tell yet.
         """
         # A transaction lands whole: its first record tells for all.
-        items = [await self._current(batch[0])]
-        doc, system = document_of(items[0])
-        mid = batch[0]["mid"]
-        if system.get("_m") != mid:
-            version = None if items[0] is None else int(system["_v"])
-            found = await self.history.landed(batch[0], version)
+        first = batch[0]
+        item = await self._current(first)
+        if item is None:
+            # Deleted for good (or never written): no state the changelog could catch
+            # up with. A probe tombstone makes one, ordered after the write if it landed.
+            item = await self._probe(first)
+        if document_of(item)[1].get("_m") != first["mid"]:
+            found = await self.history.landed(first, item)
             for delay in CHANGELOG_WAITS:
                 if found is not None:
                     break
                 await self.sleep(delay)
-                found = await self.history.landed(batch[0], version)
+                found = await self.history.landed(first, item)
             if found is None:
                 raise RemoteError(
                     "ChangelogBehind",
@@ -301,12 +314,40 @@ class Pusher:
                 )
             if not found:
                 return None
-        items += [await self._current(entry) for entry in batch[1:]]
+        items = [item, *[await self._current(entry) for entry in batch[1:]]]
         acks: list[Ack] = []
-        for entry, item in zip(batch, items, strict=True):
-            doc, system = document_of(item)
-            acks.append((entry, doc, int(system.get("_v", 0))))
+        for entry, current in zip(batch, items, strict=True):
+            doc, system = document_of(current)
+            acks.append((entry, doc, state_of(system)))
         return acks
+
+    async def _probe(self, entry: Entry) -> dict[str, Any]:
+        """Write a tombstone where an entry's item is missing, and return it.
+
+        Raises a retryable RemoteError if the item exists again: the settle starts over.
+        """
+        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+        probe = {
+            **key,
+            "_v": 1,
+            "_m": f"probe:{entry['mid']}",
+            "_c": self.replica.client_id,
+            "_hlc": entry["hlc"],
+            "_del": True,
+            "_ttl": self.replica.platform.now_ms() // 1000 + TOMBSTONE_SECONDS,
+        }
+        request = {
+            "TableName": self.table,
+            "Item": to_item(probe),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        try:
+            await self.remote.call("PutItem", request)
+        except RemoteError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+            raise RemoteError("ItemChanged", "the item was written again", 503, {}) from error
+        return to_item(probe)
 
     async def _current(self, entry: Entry) -> dict[str, Any] | None:
         """The server's item of an entry's record (``None`` if there is none)."""
@@ -341,9 +382,11 @@ class Pusher:
         if base_v is None:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
-            request["ConditionExpression"] = "#v = :base"
-            request["ExpressionAttributeNames"] = {"#v": "_v"}
-            request["ExpressionAttributeValues"] = {":base": to_attr(base_v)}
+            names: dict[str, str] = {}
+            placeholders: dict[str, Any] = {}
+            request["ConditionExpression"] = _same_state(entry, names, placeholders)
+            request["ExpressionAttributeNames"] = names
+            request["ExpressionAttributeValues"] = placeholders
         return ("PutItem", request, version)
 
     def _update(self, entry: Entry, key: dict[str, str], system: dict[str, Any]) -> dict[str, Any]:
@@ -361,8 +404,7 @@ class Pusher:
             adds.append(f"#a{i} :a{i}")
         names["#del"] = "_del"
         if entry["set"]:
-            condition = "#v = :base AND attribute_not_exists(#del)"
-            values[":base"] = to_attr(entry["base_v"])
+            condition = f"{_same_state(entry, names, values)} AND attribute_not_exists(#del)"
         else:
             # Increments alone commute with any other write: no version check needed, but
             # not twice: a retry after a lost reply finds its own mutation id and stops.
@@ -410,12 +452,12 @@ class Pusher:
         for entry, version in zip(batch, versions, strict=True):
             if operation == "UpdateItem":  # its reply holds the new item
                 doc, system = document_of(response["Attributes"])
-                out.append((entry, doc, int(system["_v"])))
+                out.append((entry, doc, state_of(system)))
             elif version is None:  # an increment in a transaction: read back its version
                 doc, system = document_of(await self._current(entry))
-                out.append((entry, doc, int(system["_v"])))
+                out.append((entry, doc, state_of(system)))
             else:
-                out.append((entry, self._written_doc(entry), version))
+                out.append((entry, self._written_doc(entry), (version, entry["mid"])))
         return out
 
     @staticmethod
@@ -485,60 +527,65 @@ class Pusher:
                     for k, record in zip(keys[c], request.result, strict=True)
                 }
                 writes = Writes()
-                for (entry, server_doc, version), entries in zip(acks, pending, strict=True):
+                for (entry, server_doc, state), entries in zip(acks, pending, strict=True):
                     target = (entry["collection"], entry["id"])
-                    self._ack(writes, entry, server_doc, version, current[target], entries)
+                    self._ack(writes, entry, server_doc, state, current[target], entries)
                 writes.issue(tx)
 
             others.then(done)
 
-        await self.replica.store.run([*keys, OUTBOX], "readwrite", body)
+        await self.replica.store.run([*keys, OUTBOX, META], "readwrite", body)
 
     def _ack(
         self,
         writes: Writes,
         entry: Entry,
         server_doc: dict[str, Any] | None,
-        version: int,
+        state: State,
         current: dict[str, Any] | None,
         entries: list[Entry],
     ) -> None:
-        """Drop one landed entry (its write made ``version``, holding ``server_doc``);
-        ``current`` is its record and ``entries`` its record's outbox entries."""
+        """Drop one landed entry (its write left the item in ``state``, holding
+        ``server_doc``); ``current`` is its record and ``entries`` its record's
+        outbox entries."""
         collection, key = entry["collection"], entry["id"]
+        version, mid = state
         base_v = entry["base_v"]
         # The write may sit under writes this replica has not seen: an increment alone
         # (no version condition), or a write settled after its reply was lost and
-        # written over since. Then ``version`` holds them and is not local edits' base.
-        foreign = version != (base_v or 0) + 1
+        # written over since. Then ``state`` holds them and is not local edits' base.
+        foreign = version != (base_v or 0) + 1 or mid != entry["mid"]
         spec = self.replica.schema.collections[collection]
         writes.delete(OUTBOX, entry["n"])
         rest = [e for e in entries if e["n"] != entry["n"]]
         for follower in rest:
             if follower["follows"] == entry["mid"]:
-                rebased = (
-                    {"base": self._written_doc(entry), "base_v": base_v}
-                    if foreign  # its push meets the unseen writes as a conflict
-                    else {"base": server_doc, "base_v": version}
-                )
+                if foreign:  # its push meets the unseen writes as a conflict
+                    base_m = entry.get("base_m")
+                    rebased = {"base": self._written_doc(entry), "base_v": base_v, "base_m": base_m}
+                else:
+                    rebased = {"base": server_doc, "base_v": version, "base_m": mid}
                 writes.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
         if not rest:  # nothing else pending: the record is what the server has
             if server_doc is None:
                 writes.delete(collection, key)
+                if version is not None:  # older entries of the record must not revive it
+                    tomb = {"key": tomb_key(self.scope, collection, key), "_v": version, "_m": mid}
+                    writes.put(META, tomb)
             else:
                 seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
-                writes.put(collection, with_index_keys(spec, {**server_doc, "_v": version, **seq}))
+                record = {**server_doc, "_v": version, "_m": mid, **seq}
+                writes.put(collection, with_index_keys(spec, record))
         elif current is not None and not foreign:
-            writes.put(collection, {**current, "_v": version})
+            writes.put(collection, {**current, "_v": version, "_m": mid})
 
     async def _conflict(self, entry: Entry, old: dict[str, Any] | None, report: PushReport) -> None:
         remote_doc, system = document_of(old)
         if system.get("_m") == entry["mid"]:
             # Our own earlier attempt landed; only its reply was lost.
-            await self._acked([(entry, remote_doc, int(system["_v"]))])
+            await self._acked([(entry, remote_doc, state_of(system))])
             report.pushed += 1
             return
-        report.conflicts += 1
         await self._resolve(entry, remote_doc, system, report)
 
     async def _resolve(
@@ -548,24 +595,41 @@ class Pusher:
         system: dict[str, Any],
         report: PushReport,
     ) -> None:
-        """Merge with the server's version, record the conflict, and queue the result."""
+        """Merge with the server's version, record the conflict, and queue the result.
+
+        The documents decide the result (three-way). The conflict is recorded when the
+        server's state is not the one the edit was made on (for a create: the
+        tombstone this device last saw, if any): not when this device only meets
+        its own tombstone, or its knowledge of the record was merely out of date
+        while nothing moved on the server.
+        """
         collection, key = entry["collection"], entry["id"]
         strategy = self.strategy(collection)
-        remote_v = system.get("_v")
+        remote_v, remote_m = state_of(system)
         remote_hlc = str(system.get("_hlc") or "")
         spec = self.replica.schema.collections[collection]
         local = self._written_doc(entry)
         try:
             merged = merge(entry["base"], local, remote_doc, strategy, entry["hlc"] > remote_hlc)
         except Exception as error:  # the app's callback: this change waits, the others go on
+            report.conflicts += 1
             failed = RemoteError("MergeFailed", repr(error), 400, {})
             await self._reject([entry], failed, report)
             return
+        merged = None if merged is None else dict(merged)  # never the local side itself
+        recorded = [False]
 
         def body(tx: Transaction) -> None:
+            seen = tx.get(META, tomb_key(self.scope, collection, key))
             pending = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
 
             def resolve(entries: list[Entry]) -> None:
+                if entry["base_v"] is not None:
+                    base_state: State = (entry["base_v"], entry.get("base_m"))
+                else:
+                    base_state = state_of(seen.result or {})
+                changed_remotely = (remote_v, remote_m) != base_state or remote_doc != entry["base"]
+                recorded[0] = changed_remotely
                 # The local side is this entry's own edit: the record also holds the edits
                 # made while it was in flight, which their own entries push afterwards.
                 followers = sorted((e for e in entries if e["n"] > entry["n"]), key=_by_n)
@@ -574,39 +638,45 @@ class Pusher:
                     # Increments commute: re-apply this device's deltas to the server's value.
                     for name, delta in deltas.items():
                         merged[name] = remote_doc.get(name, 0) + delta
-                tx.put(
-                    CONFLICTS,
-                    {
-                        "cid": f"{entry['mid']}:{remote_v}",
-                        "collection": collection,
-                        "id": key,
-                        "base": entry["base"],
-                        "local": local,
-                        "remote": remote_doc,
-                        "result": merged,
-                        "strategy": strategy if isinstance(strategy, str) else "callback",
-                        "hlc": entry["hlc"],
-                        "remote_hlc": remote_hlc,
-                        "open": False,
-                    },
-                )
-                server_known = {"_v": remote_v} if remote_v is not None else {}
-                shown = _replay(merged, followers)
+                if changed_remotely:
+                    tx.put(
+                        CONFLICTS,
+                        {
+                            "cid": f"{entry['mid']}:{remote_v}:{remote_m}",
+                            "collection": collection,
+                            "id": key,
+                            "base": entry["base"],
+                            "local": local,
+                            "remote": remote_doc,
+                            "result": merged,
+                            "strategy": strategy if isinstance(strategy, str) else "callback",
+                            "hlc": entry["hlc"],
+                            "remote_hlc": remote_hlc,
+                            "open": False,
+                        },
+                    )
+                server_known = {"_v": remote_v, "_m": remote_m} if remote_v is not None else {}
+                shown = replay(merged, followers)
                 if shown is None:
                     tx.delete(collection, key)
                 else:
                     tx.put(collection, with_index_keys(spec, {**shown, **server_known}))
+                rebased = {"base": remote_doc, "base_v": remote_v, "base_m": remote_m}
                 if merged == remote_doc:
                     tx.delete(OUTBOX, entry["n"])  # the server already has the result
                     for follower in followers:
                         if follower["follows"] == entry["mid"]:
-                            rebased = {"base": remote_doc, "base_v": remote_v, "follows": None}
-                            tx.put(OUTBOX, {**follower, **rebased, "new": remote_v is None})
+                            follows = {"follows": None, "new": remote_v is None}
+                            tx.put(OUTBOX, {**follower, **rebased, **follows})
+                    if not followers and remote_doc is None and remote_v is not None:
+                        mark = {"key": tomb_key(self.scope, collection, key), "_v": remote_v}
+                        tx.put(META, {**mark, "_m": remote_m})
                     return
                 tx.put(
                     OUTBOX,
                     {
                         **entry,
+                        **rebased,
                         "op": "delete" if merged is None else "put",
                         "value": merged,
                         "set": {},
@@ -614,8 +684,6 @@ class Pusher:
                         # that another conflict re-applies them to that server's value.
                         "inc": {} if merged is None else deltas,
                         "merged": merged is not None,
-                        "base": remote_doc,
-                        "base_v": remote_v,
                         "new": remote_v is None,
                         "state": PENDING,
                     },
@@ -623,7 +691,9 @@ class Pusher:
 
             pending.then(resolve)
 
-        await self.replica.store.run([collection, OUTBOX, CONFLICTS], "readwrite", body)
+        stores = [collection, OUTBOX, CONFLICTS, META]
+        await self.replica.store.run(stores, "readwrite", body)
+        report.conflicts += recorded[0]
         self.replica._watchers.changed([collection])
 
     async def _cancelled(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
@@ -643,7 +713,7 @@ class Pusher:
                 if item is None:  # an increment, without a condition on the version
                     item = await self._current(entry)
                 doc, system = document_of(item)
-                acks.append((entry, doc, int(system["_v"])))
+                acks.append((entry, doc, state_of(system)))
             await self._acked(acks)
             report.pushed += len(batch)
             return
@@ -653,7 +723,6 @@ class Pusher:
                 remote_doc, system = document_of(reason.get("Item"))
                 if system.get("_m") != entry["mid"]:
                     conflicted = True
-                    report.conflicts += 1
                     await self._resolve(entry, remote_doc, system, report)
         if conflicted:
             await self._set_state(batch, PENDING)
