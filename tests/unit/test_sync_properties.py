@@ -711,7 +711,7 @@ async def test_bug9_a_write_settled_after_its_record_last_changed_waits_forever(
     entry = {"collection": "docs", "id": "d", "mid": "m-never-sent", "since": cursor}
     item = db.item(TABLE, SCOPE, "docs#d")
     assert item is not None
-    assert await a.sync.puller.landed({**entry, "base_v": None}, item) is False  # None
+    assert await a.sync.puller.landed({**entry, "base_v": None, "new": True}, item) is False
 
 
 async def test_bug10_a_changelog_expired_up_to_its_head_goes_unnoticed(make_device: Any) -> None:

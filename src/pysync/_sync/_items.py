@@ -56,6 +56,13 @@ def state_of(system: dict[str, Any]) -> State:
     return (None if version is None else int(version), system.get("_m"))
 
 
+def base_state_of(entry: dict[str, Any]) -> State | None:
+    """The server state an outbox entry was made on (``None``: no item, a create)."""
+    if entry["base_v"] is None and entry["new"]:
+        return None
+    return (entry["base_v"], entry.get("base_m"))
+
+
 def tomb_prefix(scope: str) -> str:
     """The start of the ``_meta`` keys of :func:`tomb_key` in ``scope``."""
     return f"tomb:{scope}:"

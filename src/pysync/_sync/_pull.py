@@ -29,6 +29,7 @@ from .._schema import META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
 from ._items import (
     State,
+    base_state_of,
     document_of,
     parse_sort_key,
     sort_key,
@@ -195,7 +196,7 @@ class Puller:
         mid, since = entry["mid"], int(entry.get("since", 0))
         target = sort_key(entry["collection"], entry["id"])
         state = state_of(document_of(item)[1])
-        if entry["base_v"] is not None and state == (entry["base_v"], entry.get("base_m")):
+        if state == base_state_of(entry):
             return False  # the item is still the state the edit was made on
         # Read first: every entry up to this head exists now, unless it expired.
         head = await self.head()

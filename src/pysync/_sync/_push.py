@@ -37,7 +37,7 @@ from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, r
 from .._remote import Remote, RemoteError
 from .._schema import CONFLICTS, META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
-from ._items import State, document_of, sort_key, state_of, tomb_key
+from ._items import State, base_state_of, document_of, sort_key, state_of, tomb_key
 
 if TYPE_CHECKING:
     from .._replica import Replica
@@ -93,12 +93,16 @@ def _same_state(entry: Entry, names: dict[str, str], values: dict[str, Any]) -> 
     Adds the placeholders it uses to ``names`` and ``values``.
     """
     names.update({"#v": "_v", "#bm": "_m"})
-    values[":base"] = to_attr(entry["base_v"])
+    if entry["base_v"] is None:  # an item a writer that bypasses pysync left without one
+        version = "attribute_exists(pk) AND attribute_not_exists(#v)"
+    else:
+        values[":base"] = to_attr(entry["base_v"])
+        version = "#v = :base"
     base_m = entry.get("base_m")  # None: a state written without one (or an older outbox)
     if base_m is None:
-        return "#v = :base AND attribute_not_exists(#bm)"
+        return f"{version} AND attribute_not_exists(#bm)"
     values[":bm"] = to_attr(base_m)
-    return "#v = :base AND #bm = :bm"
+    return f"{version} AND #bm = :bm"
 
 
 def _by_n(entry: Entry) -> int:
@@ -379,7 +383,7 @@ class Pusher:
             "Item": to_item({**values, **system, "_v": version}),
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if base_v is None:
+        if base_v is None and entry["new"]:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             names: dict[str, str] = {}
@@ -624,10 +628,7 @@ class Pusher:
             pending = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
 
             def resolve(entries: list[Entry]) -> None:
-                if entry["base_v"] is not None:
-                    base_state: State = (entry["base_v"], entry.get("base_m"))
-                else:
-                    base_state = state_of(seen.result or {})
+                base_state = base_state_of(entry) or state_of(seen.result or {})
                 changed_remotely = (remote_v, remote_m) != base_state or remote_doc != entry["base"]
                 recorded[0] = changed_remotely
                 # The local side is this entry's own edit: the record also holds the edits
@@ -666,7 +667,7 @@ class Pusher:
                     tx.delete(OUTBOX, entry["n"])  # the server already has the result
                     for follower in followers:
                         if follower["follows"] == entry["mid"]:
-                            follows = {"follows": None, "new": remote_v is None}
+                            follows = {"follows": None, "new": not system}
                             tx.put(OUTBOX, {**follower, **rebased, **follows})
                     if not followers and remote_doc is None and remote_v is not None:
                         mark = {"key": tomb_key(self.scope, collection, key), "_v": remote_v}
@@ -684,7 +685,7 @@ class Pusher:
                         # that another conflict re-applies them to that server's value.
                         "inc": {} if merged is None else deltas,
                         "merged": merged is not None,
-                        "new": remote_v is None,
+                        "new": not system,  # no item at all (not even a tombstone)
                         "state": PENDING,
                     },
                 )
