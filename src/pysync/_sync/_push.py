@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._documents import Key
+from .._documents import Key, new_id
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, replay
@@ -673,11 +673,20 @@ class Pusher:
                         mark = {"key": tomb_key(self.scope, collection, key), "_v": remote_v}
                         tx.put(META, {**mark, "_m": remote_m})
                     return
+                # The merged result is a write of its own: a new mutation id (never the
+                # same ``_m`` twice on the server, even when the first attempt's fate was
+                # lost with an expired changelog), first sent from now on.
+                mid = new_id()
+                for follower in followers:
+                    if follower["follows"] == entry["mid"]:
+                        tx.put(OUTBOX, {**follower, "follows": mid})
+                first_send = ("since", "sent", "unsure")
                 tx.put(
                     OUTBOX,
                     {
-                        **entry,
+                        **{k: v for k, v in entry.items() if k not in first_send},
                         **rebased,
+                        "mid": mid,
                         "op": "delete" if merged is None else "put",
                         "value": merged,
                         "set": {},
