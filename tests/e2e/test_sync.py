@@ -284,18 +284,28 @@ def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
         cursor = a.run("await sync.puller.cursor()")
 
         # While the device is away, writes bypass the proxy: a new item, an update, a
-        # hard delete.
+        # hard delete (keeping the contract, a new _m each, so the consumer stamps none).
         key = {"pk": scope, "sk": {"S": "todos#t1"}}
         direct_dynamodb.put_item(
             TableName="pysync",
-            Item={"pk": scope, "sk": {"S": "todos#t9"}, "id": {"S": "t9"}, "_v": {"N": "1"}},
+            Item={
+                "pk": scope,
+                "sk": {"S": "todos#t9"},
+                "id": {"S": "t9"},
+                "_v": {"N": "1"},
+                "_m": {"S": "boto3-t9"},
+            },
         )
         direct_dynamodb.update_item(
             TableName="pysync",
             Key=key,
-            UpdateExpression="SET title = :t ADD #v :one",
-            ExpressionAttributeNames={"#v": "_v"},
-            ExpressionAttributeValues={":t": {"S": "changed"}, ":one": {"N": "1"}},
+            UpdateExpression="SET title = :t, #m = :m ADD #v :one",
+            ExpressionAttributeNames={"#v": "_v", "#m": "_m"},
+            ExpressionAttributeValues={
+                ":t": {"S": "changed"},
+                ":m": {"S": "boto3-t1"},
+                ":one": {"N": "1"},
+            },
         )
         direct_dynamodb.delete_item(TableName="pysync", Key={"pk": scope, "sk": {"S": "todos#t2"}})
 

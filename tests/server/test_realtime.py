@@ -152,7 +152,8 @@ async def subscribe(
 
 
 def put(ddb: Any, table: str, scope: str, sk: str, version: int = 1, **fields: Any) -> None:
-    item = {"pk": S(scope), "sk": S(sk), "_v": N(version), **fields}
+    # Keeps the contract of writers that bypass pysync (a new _m): no stamps.
+    item = {"pk": S(scope), "sk": S(sk), "_v": N(version), "_m": S(uuid.uuid4().hex), **fields}
     ddb.put_item(TableName=table, Item=item)
 
 

@@ -43,7 +43,8 @@ async def start_consumer(api: FaultyAPI) -> AsyncIterator[StartConsumer]:
 
     async def start(table: str, client: FaultyAPI | None = None, **options: Any) -> StreamConsumer:
         client = client or api
-        settings: dict[str, Any] = {"poll_interval": 0.01, "lease_duration": LEASE}
+        # These tests write bare items and count entries: no stamps (see test_stamp.py).
+        settings: dict[str, Any] = {"poll_interval": 0.01, "lease_duration": LEASE, "stamp": False}
         settings.update(options)
         consumer = StreamConsumer(client, table, Changelog(client, f"{table}_changes"), **settings)
         await consumer.start()
@@ -416,7 +417,7 @@ async def test_ttl_deletes_reach_the_changelog(
     client = FaultyAPI(Signer("us-east-1", session=local_session()), database.endpoint)
     direct = dynamodb_client(ProxyConfig(dynamodb_endpoint=database.endpoint), local_session())
     consumer = StreamConsumer(
-        client, table, Changelog(client, f"{table}_changes"), poll_interval=0.01
+        client, table, Changelog(client, f"{table}_changes"), poll_interval=0.01, stamp=False
     )
     await consumer.start()
     try:
@@ -479,7 +480,8 @@ async def test_pysync_consume_runs_the_consumer_alone(
 ) -> None:
     table, process = consume_process
     for i in range(3):
-        ddb.put_item(TableName=table, Item={"pk": S("u#cli"), "sk": S(f"k#{i}"), "_v": N(1)})
+        item = {"pk": S("u#cli"), "sk": S(f"k#{i}"), "_v": N(1), "_m": S(f"m{i}")}  # no stamps
+        ddb.put_item(TableName=table, Item=item)
     await wait_until(lambda: len(changelog(ddb, table, "u#cli")) >= 3, limit=20)
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 10) == 0

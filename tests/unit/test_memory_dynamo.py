@@ -584,3 +584,226 @@ async def test_two_devices_sync_with_a_paged_base_sync() -> None:
     assert await replicas[0]["todos"].get("t3") == {"id": "t3", "title": "x" * 50, "done": True}
     for replica in replicas:
         replica.close()
+
+
+# -- stamping writes that bypass pysync ---------------------------------------------------
+
+
+def stamps(db: MemoryDynamo) -> list[tuple[str, str, str]]:
+    """(key, _v, _m) of the changelog entries that are stamps."""
+    return [
+        (e["key"]["S"], e["_v"]["N"], e["_m"]["S"])
+        for e in db.changes(SCOPE)
+        if e.get("_m", {}).get("S", "").startswith("stamp:")
+    ]
+
+
+def bypass(db: MemoryDynamo, sk: str, **fields: Any) -> None:
+    """An update that changes fields and leaves ``_v`` and ``_m`` alone."""
+    names = {f"#f{i}": name for i, name in enumerate(fields)}
+    values = {f":f{i}": value for i, value in enumerate(fields.values())}
+    expression = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+    db.handle(
+        "UpdateItem",
+        {
+            "TableName": T,
+            "Key": key(sk),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        },
+    )
+
+
+def test_stamping_is_off_unless_asked() -> None:
+    db = MemoryDynamo()
+    put(db, "a", _v=N(1))
+    assert get(db, "a") == {**key("a"), "_v": N(1)}
+    assert len(db.changes(SCOPE)) == 1
+
+
+def test_a_bypass_write_is_stamped_after_its_entry() -> None:
+    db = MemoryDynamo(stamping=True)
+    put(db, "a", _v=N(3), _m=S("m1"), _hlc=S("h"), _c=S("c"), title=S("milk"))
+    assert stamps(db) == []  # a new _m: kept the contract
+    bypass(db, "a", title=S("oat milk"))
+    item = get(db, "a")
+    assert item == {
+        **key("a"),
+        "title": S("oat milk"),
+        "_v": N(4),
+        "_m": S("stamp:" + "%032x" % 2),  # noqa: UP031 - the second stream record
+        "_hlc": S("h"),
+        "_c": S("c"),
+    }
+    entries = db.changes(SCOPE)
+    assert [(e["_v"]["N"], e["_m"]["S"]) for e in entries] == [
+        ("3", "m1"),
+        ("3", "m1"),  # the bypass write, as it was
+        ("4", item["_m"]["S"]),  # then the stamp
+    ]
+    assert entries[-1]["item"]["M"] == item
+    assert [w.operation for w in db.applied] == ["PutItem", "UpdateItem", "UpdateItem"]
+    assert db.applied[-1].new == item  # the stamp is a write like any other
+
+
+def test_a_put_without_system_fields_is_stamped_to_version_1() -> None:
+    db = MemoryDynamo(stamping=True)
+    put(db, "a", title=S("x"))
+    item = get(db, "a")
+    assert item is not None
+    assert item["_v"] == N(1)
+    assert item["_m"]["S"].startswith("stamp:")
+    assert [e.get("_v") for e in db.changes(SCOPE)] == [None, N(1)]
+
+
+def test_contract_writes_tombstones_and_deletes_are_not_stamped() -> None:
+    db = MemoryDynamo(stamping=True)
+    put(db, "a", _v=N(1), _m=S("m1"))
+    update(
+        db,
+        "SET #m = :m ADD #v :one",
+        ExpressionAttributeNames={"#m": "_m", "#v": "_v"},
+        ExpressionAttributeValues={":m": S("m2"), ":one": N(1)},
+    )
+    bypass(db, "a", _del={"BOOL": True}, _ttl=N(int(db.now) + 5))  # a tombstone, same _m
+    put(db, "b", _v=N(1), _m=S("m3"))
+    db.handle("DeleteItem", {"TableName": T, "Key": key("b")})
+    db.advance(5)
+    assert db.expire() == 1
+    put(db, "c", _v=S("not a number"))  # ADD would fail: left alone
+    assert stamps(db) == []
+    assert len(db.changes(SCOPE)) == 7
+
+
+def test_a_transaction_is_stamped_after_all_its_entries() -> None:
+    db = MemoryDynamo(stamping=True)
+    db.handle("TransactWriteItems", {"TransactItems": [tx_put("a"), tx_put("b")]})
+    assert [(e["key"]["S"], e["_v"]["N"]) for e in db.changes(SCOPE)] == [
+        ("a", "1"),
+        ("b", "1"),
+        ("a", "2"),
+        ("b", "2"),
+    ]
+
+
+def test_a_lagging_consumer_stamps_when_it_delivers() -> None:
+    db = MemoryDynamo(stamping=True, lagging=True)
+    put(db, "a", _v=N(1), _m=S("m1"))
+    bypass(db, "a", title=S("bypass"))
+    assert (get(db, "a") or {})["_m"] == S("m1")  # the window: no stamp yet
+    assert db.deliver(1) == 1  # the put: nothing to stamp
+    assert db.deliver(1) == 1  # the bypass write: stamped now, its record held back
+    assert (get(db, "a") or {})["_v"] == N(2)
+    assert len(db.pending) == 1
+    assert db.deliver() == 1
+    assert [e["_v"]["N"] for e in db.changes(SCOPE)] == ["1", "1", "2"]
+    # deliver() goes on until nothing is pending, stamps' records included.
+    put(db, "b", _v=N(1))
+    assert db.deliver() == 2
+    assert db.pending == []
+    assert stamps(db)[-1][:2] == ("b", "2")
+
+
+def test_a_write_in_the_window_overwrites_the_bypass_write_and_is_not_stamped() -> None:
+    db = MemoryDynamo(stamping=True, lagging=True)
+    put(db, "a", _v=N(1), _m=S("m1"), title=S("old"))
+    bypass(db, "a", title=S("bypass"))
+    # A device's write conditioned on the state it knew (_v 1, _m m1) still passes.
+    db.handle(
+        "PutItem",
+        {
+            "TableName": T,
+            "Item": {**key("a"), "_v": N(2), "_m": S("m2"), "title": S("device")},
+            "ConditionExpression": "#v = :v AND #m = :m",
+            "ExpressionAttributeNames": {"#v": "_v", "#m": "_m"},
+            "ExpressionAttributeValues": {":v": N(1), ":m": S("m1")},
+        },
+    )
+    db.deliver()
+    assert get(db, "a") == {**key("a"), "_v": N(2), "_m": S("m2"), "title": S("device")}
+    assert stamps(db) == []  # the stamp's condition failed: a later write changed the item
+
+
+def test_two_bypass_writes_in_a_row_are_stamped_once() -> None:
+    db = MemoryDynamo(stamping=True, lagging=True)
+    put(db, "a", _v=N(1), _m=S("m1"))
+    bypass(db, "a", x=S("1"))
+    bypass(db, "a", y=S("2"))
+    db.deliver()
+    item = get(db, "a")
+    assert item is not None
+    assert (item["x"], item["y"], item["_v"]) == (S("1"), S("2"), N(2))
+    assert len(stamps(db)) == 1
+    assert len(db.changes(SCOPE)) == 4
+
+
+def test_a_stamp_counts_as_one_write_that_adds_one_to_the_version() -> None:
+    """What tests/unit/test_sync_properties.py checks (property d): an item's ``_v`` is the
+    number of writes applied to it, when every write adds one to it (the seeds put ``_v``
+    1), and no ``_m`` is applied twice. A stamp is a write in :attr:`MemoryDynamo.applied`
+    that adds one, with a ``_m`` of its own."""
+    db = MemoryDynamo(stamping=True, lagging=True)
+    put(db, "a", _v=N(1))  # a seed as in open_world: stamped (2 writes)
+    db.deliver()
+    names = {"#m": "_m", "#v": "_v"}
+    update(  # a contract write (3)
+        db,
+        "SET #m = :m ADD #v :one",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={":m": S("m3"), ":one": N(1)},
+    )
+    update(  # adds to _v but keeps _m (4): stamped (5)
+        db,
+        "SET x = :x ADD #v :one",
+        ExpressionAttributeNames={"#v": "_v"},
+        ExpressionAttributeValues={":x": S("1"), ":one": N(1)},
+    )
+    db.deliver()
+    writes = [w.new for w in db.applied if w.new is not None]
+    assert [w.operation for w in db.applied] == ["PutItem", *["UpdateItem"] * 4]
+    assert (get(db, "a") or {})["_v"] == N(len(writes)) == N(5)
+    mids = [w["_m"]["S"] for w in writes if "_m" in w]
+    # The bypass write kept m3 (property d would call that m3 applied twice); each stamp
+    # has a _m of its own.
+    assert mids == [mids[0], "m3", "m3", mids[3]]
+    assert mids[0] != mids[3]
+    assert all(m.startswith("stamp:") for m in (mids[0], mids[3]))
+
+
+async def test_with_the_stamp_a_device_edit_on_the_old_state_is_a_conflict() -> None:
+    schema = AppSchema(1, {"todos": CollectionSpec()})
+    db = MemoryDynamo(stamping=True)
+    replica = await pysync.connect("app", "me", schema, platform=MemoryBrowser().tab())
+    sync = Sync(replica, db.connection(), sleep=no_sleep)
+    await replica["todos"].put({"id": "t", "title": "milk"})
+    await sync.sync()
+    (item,) = db.items(pk="u#me")
+    # Another writer (a Lambda, the console) changes the title, keeping _v and _m.
+    db.handle(
+        "UpdateItem",
+        {
+            "TableName": T,
+            "Key": {"pk": item["pk"], "sk": item["sk"]},
+            "UpdateExpression": "SET title = :t",
+            "ExpressionAttributeValues": {":t": S("oat milk")},
+        },
+    )
+    await replica["todos"].patch("t", {"done": True})
+    report = await sync.sync()
+    assert report.push.conflicts == 1  # not a silent overwrite
+    (final,) = db.items(pk="u#me")
+    assert (final["title"], final["done"]) == (S("oat milk"), {"BOOL": True})
+    assert await replica["todos"].get("t") == {"id": "t", "title": "oat milk", "done": True}
+    replica.close()
+
+
+def test_a_stamp_that_cannot_land_leaves_the_item_and_the_write_alone() -> None:
+    """An item too close to 400 KB to take the stamp's ``_m``: the real consumer logs the
+    error and goes on; the client's write succeeded all the same."""
+    db = MemoryDynamo(stamping=True)
+    put(db, "big", blob=S("x" * (400 * 1024 - 40)))
+    item = get(db, "big")
+    assert item is not None
+    assert "_m" not in item
+    assert len(db.changes(SCOPE)) == 1

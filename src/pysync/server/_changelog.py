@@ -107,6 +107,93 @@ def parse_record(
     return Change(scope, key, "put", new, _number(new.get("_v")), None, ts, sseq, shard)
 
 
+#: Prefix of the ``_m`` the stream consumer stamps on an item changed by a writer that bypasses
+#: pysync without setting a new ``_m``: ``stamp:<the stream record's eventID>``.
+STAMP_PREFIX = "stamp:"
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """The write that marks a bypass write as a new state: a fresh ``_m`` and ``ADD _v 1``.
+
+    ``key`` is the data item's key (DynamoDB JSON), ``mid`` the new ``_m``,
+    ``m`` and ``v`` the ``_m`` and ``_v`` of the stream record's new image
+    (``None``: absent). The update is conditioned on the item still holding
+    exactly those, so it lands at most once, never on top of a later write
+    that changed them, and not on an item deleted meanwhile.
+    """
+
+    key: dict[str, Any]
+    mid: str
+    m: dict[str, Any] | None
+    v: dict[str, Any] | None
+
+    def request(self, table: str, partition_key: str = "pk") -> dict[str, Any]:
+        """The conditional ``UpdateItem`` request on ``table``."""
+        values: dict[str, Any] = {":stamp": {"S": self.mid}, ":one": {"N": "1"}}
+        conditions = ["attribute_exists(#k)"]
+        if self.m is None:
+            conditions.append("attribute_not_exists(#m)")
+        else:
+            conditions.append("#m = :m")
+            values[":m"] = self.m
+        if self.v is None:
+            conditions.append("attribute_not_exists(#v)")
+        else:
+            conditions.append("#v = :v")
+            values[":v"] = self.v
+        return {
+            "TableName": table,
+            "Key": self.key,
+            "UpdateExpression": "SET #m = :stamp ADD #v :one",
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": {"#k": partition_key, "#m": "_m", "#v": "_v"},
+            "ExpressionAttributeValues": values,
+        }
+
+
+def stamp_of(
+    record: dict[str, Any], shard: str, *, partition_key: str = "pk", sort_key: str = "sk"
+) -> Stamp | None:
+    """The :class:`Stamp` a stream record calls for, or ``None``.
+
+    A record calls for one when it has a ``NewImage`` (an insert or a
+    modification) whose ``_m`` is missing or equal to the ``OldImage``'s: a
+    writer that bypasses pysync and breaks its contract (a new unique ``_m``,
+    ``ADD _v 1``). Never for deletes (no ``NewImage``: ``REMOVE``, TTL),
+    tombstones (``_del``), images whose ``_v`` is not a number (``ADD`` would
+    fail), or keys that are not (``pk`` S, ``sk`` S). The stamp's ``_m`` is
+    ``stamp:<eventID>`` (the shard and sequence number if the record has no
+    ``eventID``): a record read twice stamps with the same value, and the
+    stamp's own record has a changed ``_m``, so it is never stamped in turn.
+    """
+    data = record.get("dynamodb") or {}
+    new = data.get("NewImage")
+    if not isinstance(new, dict):
+        return None
+    keys = data.get("Keys") or {}
+    if not isinstance((keys.get(partition_key) or {}).get("S"), str) or not isinstance(
+        (keys.get(sort_key) or {}).get("S"), str
+    ):
+        return None
+    deleted = new.get("_del")
+    if deleted is not None and deleted not in ({"BOOL": False}, {"NULL": True}):
+        return None
+    m = new.get("_m")
+    old = data.get("OldImage") or {}
+    if m is not None and m != old.get("_m"):
+        return None  # a new _m: the writer kept the contract
+    v = new.get("_v")
+    if v is not None and not isinstance(v.get("N") if isinstance(v, dict) else None, str):
+        logger.warning("not stamping %s: its _v is not a number (%s)", record.get("eventID"), v)
+        return None
+    event = record.get("eventID")
+    if not isinstance(event, str) or not event:
+        event = f"{shard}:{data.get('SequenceNumber')}"
+    key = {partition_key: keys[partition_key], sort_key: keys[sort_key]}
+    return Stamp(key, STAMP_PREFIX + event, m, v)
+
+
 def _number(value: Any) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("N"), str):
         return str(value["N"])

@@ -14,17 +14,23 @@ heartbeat), ``checkpoint`` (S: last processed sequence number, or
   before children, so a key's changes stay in order across splits);
 - heartbeats its leases every ``lease_duration / 3``, stops reading a shard at
   once when a heartbeat or a checkpoint finds the lease gone;
-- checkpoints after each appended batch, conditionally on still owning the lease.
+- stamps, after appending a batch, the items it shows changed by a writer that
+  bypasses pysync without a new ``_m`` (see :func:`~pysync.server._changelog.stamp_of`):
+  a conditional ``UpdateItem`` setting ``_m = "stamp:<eventID>"`` and ``ADD _v 1``;
+- checkpoints after each appended (and stamped) batch, conditionally on still
+  owning the lease.
 
 A crash between an append and its checkpoint re-reads records that are already
 in the changelog; the head item's per-shard sequence numbers make the second
-append a no-op (see :mod:`pysync.server._changelog`).
+append a no-op (see :mod:`pysync.server._changelog`), and the stamps' conditions
+make their second try fail harmlessly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -34,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._changelog import Change, Changelog, parse_record
+from ._changelog import Change, Changelog, Stamp, parse_record, stamp_of
 from ._dynamo import DynamoDBAPI, DynamoDBError, backoff
 
 logger = logging.getLogger("pysync.streams")
@@ -232,6 +238,12 @@ class ConsumerStats:
     expired_iterators: int = 0
     trimmed: int = 0
     errors: int = 0
+    #: Stamps that landed on items changed by a writer that bypassed pysync.
+    stamps: int = 0
+    #: Stamps whose condition failed: the item changed again (or went) before it.
+    stamps_moot: int = 0
+    #: Stamps given up for a non-retryable error (logged; the item stays unstamped).
+    stamps_failed: int = 0
 
 
 class StreamConsumer:
@@ -243,6 +255,7 @@ class StreamConsumer:
     ``discover_interval`` how often shards are listed (also after a shard ends).
     ``max_leases`` caps the shards one worker reads (default: an even share
     of the shards among the workers it sees heartbeating).
+    ``stamp`` turns the stamping of bypass writes on (the default) or off.
     """
 
     def __init__(
@@ -260,6 +273,8 @@ class StreamConsumer:
         max_leases: int | None = None,
         partition_key: str = "pk",
         sort_key: str = "sk",
+        stamp: bool = True,
+        stamp_concurrency: int = 16,
     ) -> None:
         self.api = api
         self.table = table
@@ -273,7 +288,9 @@ class StreamConsumer:
         self.max_leases = max_leases
         self.partition_key = partition_key
         self.sort_key = sort_key
+        self.stamp = stamp
         self.stats = ConsumerStats()
+        self._stamp_limit = asyncio.Semaphore(stamp_concurrency)
         self.stream_arn: str | None = None
         self._shards: set[str] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
@@ -550,6 +567,8 @@ class StreamConsumer:
             self.stats.polls += 1
             records = reply.get("Records") or []
             if records:
+                # Appended and stamped before the checkpoint: a restart re-reads the
+                # batch, and neither the append nor a stamp happens twice.
                 await self._process(shard, records)
                 position = str(records[-1]["dynamodb"]["SequenceNumber"])
                 if not await self.leases.checkpoint(arn, shard, position):
@@ -603,3 +622,74 @@ class StreamConsumer:
                 await backoff(attempt, base=0.05, cap=10.0)
         self.stats.records += len(records)
         self.stats.batches += 1
+        if self.stamp:
+            await self._stamp_all(shard, records)
+
+    # --- stamping bypass writes -----------------------------------------------------
+
+    async def _stamp_all(self, shard: str, records: list[dict[str, Any]]) -> None:
+        """Stamp the items of ``records`` changed without a new ``_m`` (after their append).
+
+        Only a key's last record in the batch can still describe the item, so
+        only that one is stamped (an earlier one's condition would fail, or
+        land the same stamp on the same ``_v``/``_m``). Different items are
+        stamped concurrently.
+        """
+        last: dict[str, Stamp | None] = {}
+        for record in records:
+            keys = (record.get("dynamodb") or {}).get("Keys")
+            where = json.dumps(keys, sort_keys=True)
+            last.pop(where, None)  # keep the dictionary in the order of the last records
+            last[where] = stamp_of(
+                record, shard, partition_key=self.partition_key, sort_key=self.sort_key
+            )
+        stamps = [stamp for stamp in last.values() if stamp is not None]
+        if not stamps:
+            return
+        results = await asyncio.gather(
+            *(self._stamp_one(stamp) for stamp in stamps), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _stamp_one(self, stamp: Stamp) -> None:
+        """One stamp: retried with backoff on throttling and 5xx (forever, like the append);
+        a failed condition is normal; other errors are logged and skipped, never blocking
+        the shard."""
+        request = stamp.request(self.table, self.partition_key)
+        attempt = 0
+        async with self._stamp_limit:
+            while True:
+                try:
+                    await self.api.call("UpdateItem", request)
+                except DynamoDBError as error:
+                    if error.error_type == "ConditionalCheckFailedException":
+                        self.stats.stamps_moot += 1  # changed again (or deleted) since
+                        return
+                    attempt += 1
+                    self.stats.errors += 1
+                    if not error.retryable:
+                        self.stats.stamps_failed += 1
+                        logger.error(
+                            "could not stamp %s in %s with %s (bypass write left unstamped; "
+                            "does the consumer's role allow UpdateItem on the data table?): %s",
+                            stamp.key,
+                            self.table,
+                            stamp.mid,
+                            error,
+                        )
+                        return
+                    (logger.warning if attempt >= 3 else logger.info)(
+                        "stamping %s failed (try %d), retrying: %s", stamp.key, attempt, error
+                    )
+                    await backoff(attempt, base=0.05, cap=10.0)
+                    continue
+                self.stats.stamps += 1
+                logger.info(
+                    "stamped %s in %s with %s (a write bypassed pysync without a new _m)",
+                    stamp.key,
+                    self.table,
+                    stamp.mid,
+                )
+                return

@@ -27,7 +27,13 @@ It also plays the stream consumer: every write that changes an item of a data
 table appends an entry to ``<table>_changes`` in the changelog's format (head
 item ``sk = 0`` with ``head``; entries ``sk = seq`` with ``key``, ``op``,
 ``item``, ``_v``, ``_m``, ``old_v``, ``ts``, ``sseq``), at once, or with
-``lagging=True`` only when :meth:`MemoryDynamo.deliver` is called.
+``lagging=True`` only when :meth:`MemoryDynamo.deliver` is called. Like the real
+consumer, with ``stamping=True`` it stamps an item a write changed without a new
+``_m`` (a writer that bypasses pysync): right after appending that write's
+entry, a conditional ``UpdateItem`` sets ``_m = "stamp:<event id>"`` and adds 1
+to ``_v``, if the item still holds exactly that write's ``_v`` and ``_m``. The
+stamp is a write like any other (in :attr:`MemoryDynamo.applied`, with its own
+changelog entry, held back too when lagging).
 
 Faults, per database or per :meth:`MemoryDynamo.connection`, each for the next
 calls that match it (by operation, or any ``when(operation, payload)``):
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -67,6 +74,8 @@ MAX_ITEM_BYTES = 400 * 1024
 #: How long a ``ClientRequestToken`` is remembered after a successful transaction.
 TOKEN_SECONDS = 600.0
 _NUMBERS = Context(prec=38)
+#: Prefix of the ``_m`` the stream consumer stamps on a bypass write (as the real consumer).
+STAMP_PREFIX = "stamp:"
 _TYPES = frozenset({"S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"})
 _RETURN_VALUES = {
     "PutItem": ("NONE", "ALL_OLD"),
@@ -614,6 +623,8 @@ class StreamRecord:
     new: Item | None
     ts: int
     sseq: str
+    #: The stream record's ``eventID`` (the stamp's ``_m`` is ``stamp:<event_id>``).
+    event_id: str = ""
 
 
 @dataclass
@@ -760,6 +771,9 @@ class MemoryDynamo(_Faults):
     (seconds) gives changelog entries a ``_ttl``; ``max_entry_bytes`` writes
     entries bigger than that without their ``item`` (``trunc``), as the real
     appender does above 400 KB; ``page_bytes`` is Query's page size.
+    ``stamping`` makes the consumer stamp items changed without a new ``_m``
+    (see the module documentation); off by default, as DynamoDB Local without a
+    consumer (the parity tests) and the many tests that write bare items expect.
     """
 
     def __init__(
@@ -771,9 +785,11 @@ class MemoryDynamo(_Faults):
         retention: float | None = None,
         max_entry_bytes: int | None = None,
         page_bytes: int = 1024 * 1024,
+        stamping: bool = False,
     ) -> None:
         super().__init__()
         self.lagging = lagging
+        self.stamping = stamping
         self.now = now
         self.retention = retention
         self.max_entry_bytes = max_entry_bytes
@@ -783,6 +799,9 @@ class MemoryDynamo(_Faults):
         self.applied: list[AppliedWrite] = []
         #: Changes not yet in the changelog (``lagging``).
         self.pending: list[StreamRecord] = []
+        #: Stamps the consumer still has to try: (table, key, new image, event id), in order.
+        self._stamps: list[tuple[str, Item, Item, str]] = []
+        self._stamping_now = False
         self._stream_seq = 0
         self._tokens: dict[str, tuple[float, str]] = {}
         for name in tables:
@@ -813,12 +832,24 @@ class MemoryDynamo(_Faults):
     # -- the stream consumer ---------------------------------------------------------------
 
     def deliver(self, n: int | None = None) -> int:
-        """Append the oldest ``n`` (default: all) held-back changes to the changelog."""
-        count = len(self.pending) if n is None else min(n, len(self.pending))
-        for record in self.pending[:count]:
-            self._append(record)
-        del self.pending[:count]
-        return count
+        """Append the oldest ``n`` (default: all) held-back changes to the changelog.
+
+        The stamps those changes call for (``stamping``) are tried after them;
+        a stamp's own change is held back in turn, at the end of
+        :attr:`pending`, and counts among the ``n`` once it is there:
+        ``deliver()`` goes on until nothing is pending. Returns the number of
+        changes appended.
+        """
+        delivered = 0
+        while self.pending and (n is None or delivered < n):
+            count = len(self.pending) if n is None else min(n - delivered, len(self.pending))
+            batch = self.pending[:count]
+            del self.pending[:count]
+            for record in batch:
+                self._append(record)
+            delivered += count
+            self._stamp_due()
+        return delivered
 
     def drop_changes(self, scope: str, below: int, table: str = "pysync") -> int:
         """Delete the changelog entries of ``scope`` with ``seq < below`` (expiry)."""
@@ -853,6 +884,7 @@ class MemoryDynamo(_Faults):
             _copy(write.new),
             int(self.now * 1000),
             f"{self._stream_seq:021d}",
+            f"{self._stream_seq:032x}",
         )
         if self.lagging:
             self.pending.append(record)
@@ -889,6 +921,9 @@ class MemoryDynamo(_Faults):
             del entry["item"]
             entry["trunc"] = {"BOOL": True}
         changes.set(record.scope, Decimal(seq), entry)
+        if self.stamping and record.new is not None and _bypassed(record.old, record.new):
+            key = {"pk": {"S": record.scope}, "sk": {"S": record.key}}
+            self._stamps.append((record.table, key, _copy(record.new), record.event_id))
         changes.set(
             record.scope,
             Decimal(0),
@@ -900,6 +935,41 @@ class MemoryDynamo(_Faults):
                 "shards": {"M": {"shard-0": {"S": record.sseq}}},
             },
         )
+
+    def _stamp_due(self) -> None:
+        """Try the stamps of the changes appended so far, in order (not from inside a stamp)."""
+        if self._stamping_now:
+            return
+        self._stamping_now = True
+        try:
+            while self._stamps:
+                table, key, new, event_id = self._stamps.pop(0)
+                values: dict[str, Any] = {
+                    ":stamp": {"S": STAMP_PREFIX + event_id},
+                    ":one": {"N": "1"},
+                }
+                conditions = ["attribute_exists(#k)"]
+                for name, alias in (("_m", "m"), ("_v", "v")):
+                    if name in new:
+                        conditions.append(f"#{alias} = :{alias}")
+                        values[f":{alias}"] = new[name]
+                    else:
+                        conditions.append(f"attribute_not_exists(#{alias})")
+                request = {
+                    "TableName": table,
+                    "Key": key,
+                    "UpdateExpression": "SET #m = :stamp ADD #v :one",
+                    "ConditionExpression": " AND ".join(conditions),
+                    "ExpressionAttributeNames": {"#k": "pk", "#m": "_m", "#v": "_v"},
+                    "ExpressionAttributeValues": values,
+                }
+                with contextlib.suppress(RemoteError):
+                    # A failed condition: the item changed again (or went). Any other
+                    # error (an item too large to take the _m): the real consumer logs
+                    # it and goes on, leaving the item unstamped.
+                    self.handle("UpdateItem", request)
+        finally:
+            self._stamping_now = False
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -967,6 +1037,7 @@ class MemoryDynamo(_Faults):
                 )
             )
             self._record(write)
+        self._stamp_due()  # after the whole request, as the consumer after its records
 
     # -- single-item operations -----------------------------------------------------------
 
@@ -1162,6 +1233,18 @@ class MemoryDynamo(_Faults):
         if token is not None:
             self._tokens[token] = (self.now, fingerprint)
         return {}
+
+
+def _bypassed(old: Item | None, new: Item) -> bool:
+    """True if ``new`` (a written item) calls for a stamp, as the real consumer decides:
+    its ``_m`` is missing or unchanged; not a tombstone; ``_v`` absent or a number."""
+    deleted = new.get("_del")
+    if deleted is not None and deleted not in ({"BOOL": False}, {"NULL": True}):
+        return False
+    if "_v" in new and "N" not in new["_v"]:
+        return False
+    m = new.get("_m")
+    return m is None or m == (old or {}).get("_m")
 
 
 def _apply_update(update: _Update, old: Item | None, key: Item) -> Item:
