@@ -105,7 +105,9 @@ def stream_to_changelog(endpoint: str, client: Any, writes: int, poll: float) ->
     samples = []
     for i in range(writes + 10):
         key = f"k#{i}"
-        client.put_item(TableName=table, Item={"pk": {"S": "u#b"}, "sk": {"S": key}})
+        # Writes that follow the bypass contract (a new _m, _v): no stamp interleaves.
+        item = {"pk": {"S": "u#b"}, "sk": {"S": key}, "_m": {"S": key}, "_v": {"N": "1"}}
+        client.put_item(TableName=table, Item=item)
         written = time.perf_counter()
         with done:
             done.wait_for(lambda key=key: key in appended, timeout=10)
@@ -182,9 +184,8 @@ def putitem_to_sse(endpoint: str, client: Any, writes: int) -> dict[str, Any]:
             thread = threading.Thread(target=listen, args=(response,), daemon=True)
             thread.start()
             for i in range(writes + 10):
-                client.put_item(
-                    TableName=table, Item={"pk": {"S": "u#bench"}, "sk": {"S": f"k#{i}"}}
-                )
+                item = {"pk": {"S": "u#bench"}, "sk": {"S": f"k#{i}"}, "_m": {"S": f"m{i}"}}
+                client.put_item(TableName=table, Item={**item, "_v": {"N": "1"}})
                 written = time.perf_counter()
                 with arrived:
                     arrived.wait_for(lambda seq=i + 1: seq in received, timeout=10)
