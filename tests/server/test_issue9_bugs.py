@@ -576,3 +576,29 @@ async def test_bug9_double_increment_after_crash(
     assert await again.todos.get("c") == {"id": "c", "n": 1, "title": "from b"}
     await converge(b, ddb, user, "c")
     assert await b.todos.get("c") == {"id": "c", "n": 1, "title": "from b"}
+
+
+# --- found by the randomized model (tests/model/, docs/reliability.md) --------------
+
+
+async def test_model_f1_a_create_meeting_an_unversioned_item_does_not_loop(
+    device: Any, ddb: Any, user: str, consumer: Consumer
+) -> None:
+    """A writer that bypasses pysync puts an item with no system fields where a device
+    has a pending create; the consumer lags, so no stamp gives the item a version. The
+    create's condition ("no item") fails, and the merged result must be conditioned on
+    the item as it is (no ``_v``), not on "no item" again: that looped within one push.
+    """
+    a = await device(strategy="lww")
+    consumer.hold(f"u#{user}")  # no stamp lands while the device pushes
+    await a.todos.put({"id": "t", "title": "from the device"})
+    ddb.put_item(TableName=TABLE, Item={**key(user, "t"), "id": S("t"), "title": S("admin")})
+    report = await asyncio.wait_for(a.sync.push(), 30)
+    assert (report.pushed, report.conflicts) == (1, 1)
+    consumer.release()
+    await converge(a, ddb, user, "t")
+    assert (server_doc(ddb, user, "t") or {})["title"] == "from the device"  # later clock
+    (conflict,) = await conflicts(a)
+    assert (conflict["base"], conflict["remote"]["title"]) == (None, "admin")
+    assert (await a.todos.get("t") or {})["title"] == "from the device"
+    assert await a.replica.outbox() == []

@@ -390,7 +390,8 @@ class Pusher:
             placeholders: dict[str, Any] = {}
             request["ConditionExpression"] = _same_state(entry, names, placeholders)
             request["ExpressionAttributeNames"] = names
-            request["ExpressionAttributeValues"] = placeholders
+            if placeholders:  # DynamoDB refuses an empty map
+                request["ExpressionAttributeValues"] = placeholders
         return ("PutItem", request, version)
 
     def _update(self, entry: Entry, key: dict[str, str], system: dict[str, Any]) -> dict[str, Any]:
