@@ -200,21 +200,20 @@ class Puller:
             return False  # the item is still the state the edit was made on
         # Read first: every entry up to this head exists now, unless it expired.
         head = await self.head()
-        expected = since + 1
+        expected, expired = since + 1, False
         async with contextlib.aclosing(self._entries(since, forward=True)) as after:
             async for found in after:
                 seq = int(found["sk"]["N"])
-                if seq != expected:
-                    return False  # entries expired
+                expired = expired or seq != expected
                 expected = seq + 1
                 if found["key"]["S"] != target:
                     continue
                 if _mutation(found) == mid:
-                    return True
+                    return True  # even past expired entries: it is there
                 if _state(found) == state:
-                    return False
-        if expected <= head:
-            return False  # entries up to the head expired
+                    return False  # caught up with the item: an earlier write would be here
+        if expired or expected <= head:
+            return False  # entries (up to the head) expired, and the answer with them
         # The item's state may be older than the write's first send.
         async with contextlib.aclosing(self._entries(since + 1, forward=False)) as before:
             async for found in before:

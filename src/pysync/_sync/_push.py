@@ -663,13 +663,17 @@ class Pusher:
                     tx.delete(collection, key)
                 else:
                     tx.put(collection, with_index_keys(spec, {**shown, **server_known}))
-                rebased = {"base": remote_doc, "base_v": remote_v, "base_m": remote_m}
+                # The edits made on top of this one were made on its local side, not on
+                # the merged result: they meet the server as conflicts of their own
+                # (their base: that local side; their condition: its stale state), so
+                # neither is the merge undone by a later put nor an edit lost.
+                for follower in followers:
+                    if follower["follows"] == entry["mid"]:
+                        stale = {"base_v": entry["base_v"], "base_m": entry.get("base_m")}
+                        unfollowed = {"base": local, **stale, "follows": None, "new": False}
+                        tx.put(OUTBOX, {**follower, **unfollowed})
                 if merged == remote_doc:
                     tx.delete(OUTBOX, entry["n"])  # the server already has the result
-                    for follower in followers:
-                        if follower["follows"] == entry["mid"]:
-                            follows = {"follows": None, "new": not system}
-                            tx.put(OUTBOX, {**follower, **rebased, **follows})
                     if not followers and remote_doc is None and remote_v is not None:
                         mark = {"key": tomb_key(self.scope, collection, key), "_v": remote_v}
                         tx.put(META, {**mark, "_m": remote_m})
@@ -677,17 +681,14 @@ class Pusher:
                 # The merged result is a write of its own: a new mutation id (never the
                 # same ``_m`` twice on the server, even when the first attempt's fate was
                 # lost with an expired changelog), first sent from now on.
-                mid = new_id()
-                for follower in followers:
-                    if follower["follows"] == entry["mid"]:
-                        tx.put(OUTBOX, {**follower, "follows": mid})
+                rebased = {"base": remote_doc, "base_v": remote_v, "base_m": remote_m}
                 first_send = ("since", "sent", "unsure")
                 tx.put(
                     OUTBOX,
                     {
                         **{k: v for k, v in entry.items() if k not in first_send},
                         **rebased,
-                        "mid": mid,
+                        "mid": new_id(),
                         "op": "delete" if merged is None else "put",
                         "value": merged,
                         "set": {},
