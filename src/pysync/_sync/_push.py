@@ -557,9 +557,14 @@ class Pusher:
         version, mid = state
         base_v = entry["base_v"]
         # The write may sit under writes this replica has not seen: an increment alone
-        # (no version condition), or a write settled after its reply was lost and
-        # written over since. Then ``state`` holds them and is not local edits' base.
-        foreign = version != (base_v or 0) + 1 or mid != entry["mid"]
+        # (no state condition: it may even have landed on a document deleted for good and
+        # created again), or a write settled after its reply was lost and written over
+        # since. Then ``state`` holds them and is not local edits' base.
+        foreign = (
+            version != (base_v or 0) + 1
+            or mid != entry["mid"]
+            or server_doc != self._written_doc(entry)
+        )
         spec = self.replica.schema.collections[collection]
         writes.delete(OUTBOX, entry["n"])
         rest = [e for e in entries if e["n"] != entry["n"]]
