@@ -3,6 +3,7 @@
 #   ./run.sh demo    serve the demo app (DynamoDB Local + proxy + page) on http://127.0.0.1:8765
 #   ./run.sh test    lint, type-check and run the whole test suite (CPython, Chromium, DynamoDB Local)
 #   ./run.sh bench   run the benchmarks; results in bench/results/, summary in docs/benchmarks.md
+#   ./run.sh soak    the randomized model, many seeds (scripts/soak.py --help; see docs/reliability.md)
 #   ./run.sh setup   only install
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -76,11 +77,16 @@ case "${1:-}" in
     shift
     exec .venv/bin/python bench/run_all.py "$@"
     ;;
+  soak)
+    setup yes
+    shift
+    exec .venv/bin/python scripts/soak.py "$@"
+    ;;
   setup)
     setup yes
     ;;
   *)
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
