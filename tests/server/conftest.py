@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -28,11 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from pysync.server import (
+    Changelog,
     DynamoDBAPI,
     DynamoDBError,
     DynamoDBLocal,
     ProxyConfig,
     Signer,
+    StreamConsumer,
     create_app,
     create_tables,
     dynamodb_client,
@@ -530,3 +533,28 @@ def changelog(ddb: Any, table: str, scope: str) -> list[dict[str, Any]]:
 def seqs(entries: list[dict[str, Any]]) -> list[int]:
     """The seqs of changelog entries."""
     return [int(entry["sk"]["N"]) for entry in entries]
+
+
+#: Starts a stream consumer: ``await start(table, client=None, **options)``.
+StartConsumer = Callable[..., Awaitable[StreamConsumer]]
+
+
+@contextlib.asynccontextmanager
+async def consumers(default: FaultyAPI, **defaults: Any) -> AsyncIterator[StartConsumer]:
+    """Start consumers with test timings (``defaults``, then each call's options win);
+    all are aborted at the end."""
+    started: list[StreamConsumer] = []
+
+    async def start(table: str, client: FaultyAPI | None = None, **options: Any) -> StreamConsumer:
+        client = client or default
+        settings: dict[str, Any] = {"poll_interval": 0.01, **defaults, **options}
+        consumer = StreamConsumer(client, table, Changelog(client, f"{table}_changes"), **settings)
+        await consumer.start()
+        started.append(consumer)
+        return consumer
+
+    try:
+        yield start
+    finally:
+        for consumer in started:
+            await consumer.abort()

@@ -11,20 +11,28 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from pysync.server import Changelog, DynamoDBLocal, Signer, StreamConsumer, local_session
+from pysync.server import DynamoDBLocal, Signer, local_session
 from pysync.testing import MemoryDynamo
 
-from .conftest import FaultyAPI, N, S, aws_error, changelog, seqs, wait_until
+from .conftest import (
+    FaultyAPI,
+    N,
+    S,
+    StartConsumer,
+    aws_error,
+    changelog,
+    consumers,
+    seqs,
+    wait_until,
+)
 
 LEASE = 0.6
 SCOPE = "u#stamp"
-
-StartConsumer = Callable[..., Awaitable[StreamConsumer]]
 
 
 class RecordingAPI(FaultyAPI):
@@ -69,20 +77,8 @@ async def recording(dynamodb: DynamoDBLocal) -> AsyncIterator[RecordingAPI]:
 
 @pytest.fixture
 async def start_consumer(recording: RecordingAPI) -> AsyncIterator[StartConsumer]:
-    started: list[StreamConsumer] = []
-
-    async def start(table: str, client: FaultyAPI | None = None, **options: Any) -> StreamConsumer:
-        client = client or recording
-        settings: dict[str, Any] = {"poll_interval": 0.01, "lease_duration": LEASE}
-        settings.update(options)
-        consumer = StreamConsumer(client, table, Changelog(client, f"{table}_changes"), **settings)
-        await consumer.start()
-        started.append(consumer)
-        return consumer
-
-    yield start
-    for consumer in started:
-        await consumer.abort()
+    async with consumers(recording, lease_duration=LEASE) as start:
+        yield start
 
 
 def key(sk: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,32 +28,28 @@ from pysync.server import (
     local_session,
 )
 
-from .conftest import FaultyAPI, N, S, aws_error, changelog, seqs, wait_until
+from .conftest import (
+    FaultyAPI,
+    N,
+    S,
+    StartConsumer,
+    aws_error,
+    changelog,
+    consumers,
+    seqs,
+    wait_until,
+)
 
 LEASE = 0.6  # seconds; short so that take-overs are quick
 REPO = Path(__file__).resolve().parents[2]
-
-StartConsumer = Callable[..., Awaitable[StreamConsumer]]
 
 
 @pytest.fixture
 async def start_consumer(api: FaultyAPI) -> AsyncIterator[StartConsumer]:
     """Start consumers with test timings; all are stopped after the test."""
-    started: list[StreamConsumer] = []
-
-    async def start(table: str, client: FaultyAPI | None = None, **options: Any) -> StreamConsumer:
-        client = client or api
-        # These tests write bare items and count entries: no stamps (see test_stamp.py).
-        settings: dict[str, Any] = {"poll_interval": 0.01, "lease_duration": LEASE, "stamp": False}
-        settings.update(options)
-        consumer = StreamConsumer(client, table, Changelog(client, f"{table}_changes"), **settings)
-        await consumer.start()
-        started.append(consumer)
-        return consumer
-
-    yield start
-    for consumer in started:
-        await consumer.abort()
+    # These tests write bare items and count entries: no stamps (see test_stamp.py).
+    async with consumers(api, lease_duration=LEASE, stamp=False) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
