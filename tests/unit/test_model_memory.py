@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -88,3 +89,222 @@ def test_a_run_replays_exactly() -> None:
     first, second = run(program), run(program)
     assert first.log == second.log
     assert first.failures == second.failures
+
+
+#: The minimal programs of the bugs the model found (docs/reliability.md, "Bugs found"):
+#: devices, whether the changelog lags, and the steps. Each failed on the code it was found on.
+FINDINGS: dict[str, tuple[list[str], bool, list[dict[str, Any]]]] = {
+    "F1_create_meets_a_bare_insert": (
+        ["client", "lww"],
+        False,
+        [
+            {
+                "do": "edit",
+                "dev": 0,
+                "op": {"op": "put", "coll": "docs", "id": "c", "doc": {"x": "v4.1", "y": "v4.2"}},
+            },
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "put",
+                    "coll": "docs",
+                    "id": "c",
+                    "contract": False,
+                    "doc": {"x": "v10.1", "y": "v10.2"},
+                },
+            },
+        ],
+    ),
+    "F2_version_reused_after_a_recreate": (
+        ["client", "client", "client"],
+        True,
+        [
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "replace",
+                    "coll": "counters",
+                    "id": "k1",
+                    "contract": True,
+                    "doc": {"n": 0, "tag": "v24.1"},
+                },
+            },
+            {
+                "do": "in_flight",
+                "dev": 1,
+                "ops": [{"op": "patch", "coll": "counters", "id": "k1", "set": {"tag": "v36.1"}}],
+            },
+        ],
+    ),
+    "F3_settle_by_version_after_a_recreate": (
+        ["lww", "callback", "client"],
+        False,
+        [
+            {
+                "do": "edit",
+                "dev": 2,
+                "op": {"op": "increment", "coll": "counters", "id": "k0", "field": "n", "by": 5},
+            },
+            {"do": "lag"},
+            {"do": "crash", "dev": 2, "land": "yes"},
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "replace",
+                    "coll": "counters",
+                    "id": "k0",
+                    "contract": True,
+                    "doc": {"n": 0, "tag": "v17.1"},
+                },
+            },
+            {"do": "sync", "dev": 2},
+        ],
+    ),
+    "F5_settle_over_an_item_without_a_version": (
+        ["lww", "callback", "client"],
+        False,
+        [
+            {
+                "do": "crash",
+                "dev": 2,
+                "land": "yes",
+                "op": {"op": "increment", "coll": "counters", "id": "k0", "field": "n", "by": 5},
+            },
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "replace",
+                    "coll": "counters",
+                    "id": "k0",
+                    "contract": False,
+                    "doc": {"n": 0, "tag": "v17.1"},
+                },
+            },
+        ],
+    ),
+    "F6_follower_rebased_onto_nothing": (
+        ["callback", "lww", "lww"],
+        False,
+        [
+            {
+                "do": "crash",
+                "dev": 2,
+                "land": "later",
+                "op": {"op": "patch", "coll": "counters", "id": "k0", "set": {"tag": "v6.1"}},
+            },
+            {
+                "do": "edit",
+                "dev": 2,
+                "op": {"op": "increment", "coll": "counters", "id": "k0", "field": "n", "by": 2},
+            },
+            {"do": "expire", "keep": 0},
+            {"do": "sync", "dev": 1},
+            {
+                "do": "transaction",
+                "dev": 1,
+                "ops": [
+                    {"op": "put", "coll": "docs", "id": "a", "doc": {"y": "v27.1", "z": "v27.2"}},
+                    {"op": "put", "coll": "docs", "id": "c", "doc": {"z": "v27.3"}},
+                    {"op": "delete", "coll": "counters", "id": "k0"},
+                    {
+                        "op": "put",
+                        "coll": "docs",
+                        "id": "c",
+                        "doc": {"x": "v27.4", "y": "v27.5", "z": "v27.6"},
+                    },
+                ],
+            },
+        ],
+    ),
+    "F7_settle_past_expired_entries": (
+        ["server", "server", "server"],
+        True,
+        [
+            {
+                "do": "crash",
+                "dev": 0,
+                "land": "later",
+                "op": {"op": "increment", "coll": "counters", "id": "k1", "field": "n", "by": 4},
+            },
+            {"do": "catch_up", "n": 4},
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "update",
+                    "coll": "counters",
+                    "id": "k1",
+                    "contract": False,
+                    "set": {"tag": "v45.1"},
+                },
+            },
+            {"do": "expire", "keep": 2},
+        ],
+    ),
+    "F10_increment_on_a_recreated_document_then_a_delete": (
+        ["lww", "callback", "callback"],
+        False,
+        [
+            {
+                "do": "edit",
+                "dev": 0,
+                "op": {"op": "increment", "coll": "counters", "id": "k1", "field": "n", "by": 2},
+            },
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "replace",
+                    "coll": "counters",
+                    "id": "k1",
+                    "contract": True,
+                    "doc": {"n": 0, "tag": "v22.1"},
+                },
+            },
+            {
+                "do": "transaction",
+                "dev": 0,
+                "ops": [
+                    {"op": "delete", "coll": "counters", "id": "k1"},
+                    {"op": "put", "coll": "docs", "id": "b", "doc": {"z": "v33.1"}},
+                ],
+            },
+        ],
+    ),
+    "F11_a_gap_is_not_a_lost_answer_while_the_changelog_lags": (
+        ["callback", "client", "lww"],
+        False,
+        [
+            {"do": "lag"},
+            {
+                "do": "crash",
+                "dev": 2,
+                "land": "yes",
+                "op": {"op": "patch", "coll": "counters", "id": "k1", "set": {"tag": "v28.1"}},
+            },
+            {
+                "do": "outside",
+                "w": {"kind": "delete", "coll": "counters", "id": "k1", "contract": True},
+            },
+            {"do": "catch_up", "n": 2},
+            {"do": "expire", "keep": 0},
+            {
+                "do": "outside",
+                "w": {
+                    "kind": "recreate",
+                    "coll": "counters",
+                    "id": "k1",
+                    "contract": True,
+                    "doc": {"n": 0, "tag": "v39.1"},
+                },
+            },
+            {"do": "sync", "dev": 2},
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINDINGS))
+def test_findings_of_the_model_stay_fixed(name: str) -> None:
+    devices, lagging, steps = FINDINGS[name]
+    program = {**from_seed(0), "devices": devices, "lagging": lagging, "steps": steps}
+    outcome = run(program)
+    assert outcome.ok, outcome.report()
