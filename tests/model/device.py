@@ -237,7 +237,9 @@ def deterministic_ids(seed: int | None) -> Iterator[None]:
     prefix = f"{(seed or 0) & 0xFFFFFFFF:08x}"
 
     def new_id() -> str:
-        return f"{prefix}{next(counter):024x}"
+        # The counter first: a client id is the first 16 digits, and each device's
+        # must differ (it breaks ties of hybrid logical clocks).
+        return f"{next(counter):016x}{prefix}{0:08x}"
 
     with contextlib.ExitStack() as stack:
         for name, module in list(sys.modules.items()):
