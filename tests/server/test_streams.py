@@ -290,6 +290,24 @@ async def test_stream_and_append_faults_are_survived(
     assert consumer.changelog.stats.retries >= 1
 
 
+async def test_trimmed_before_the_first_read_is_no_alarm(
+    ddb: Any,
+    api: FaultyAPI,
+    make_tables: Callable[[str], str],
+    start_consumer: StartConsumer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no checkpoint nothing read can be missing: "CHANGES LOST" is only for a gap
+    after a checkpoint (DynamoDB Local answers a fresh stream's first read so)."""
+    table = make_tables("trimstart")
+    api.inject("GetRecords", aws_error("TrimmedDataAccessException"))
+    consumer = await start_consumer(table)
+    await wait_until(lambda: consumer.stats.trimmed == 1)
+    ddb.put_item(TableName=table, Item={"pk": S("u#a"), "sk": S("k#0"), "_v": N(1)})
+    await wait_until(lambda: len(changelog(ddb, table, "u#a")) == 1)
+    assert not [r for r in caplog.records if "CHANGES LOST" in r.getMessage()]
+
+
 class FakeStreamAPI(FaultyAPI):
     """Real DynamoDB Local for tables; a scripted stream with a closed parent shard, its
     child and an unrelated shard (DynamoDB Local never splits shards)."""

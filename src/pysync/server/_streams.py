@@ -525,13 +525,18 @@ class StreamConsumer:
 
     def _trimmed(self, shard: str, position: str | None) -> None:
         self.stats.trimmed += 1
+        if position is None:
+            # No checkpoint: nothing was read from this shard yet, so nothing read is
+            # missing (DynamoDB Local answers so on a fresh stream's first records).
+            logger.info("%s: trimmed before the first read; reading from the oldest record", shard)
+            return
         logger.error(
             "CHANGES LOST: records of %s after %s were trimmed from the stream before the "
             "consumer read them (down longer than the stream's 24 h retention?). The changelog "
             "stays gap-free, so clients cannot detect this: they keep data that misses those "
             "changes until a base sync. Continuing from the oldest record still available.",
             shard,
-            position or "the start",
+            position,
         )
 
     async def _read(self, arn: str, lease: Lease) -> None:
