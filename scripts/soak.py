@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/soak.py --seeds 200 --runner memory
     .venv/bin/python scripts/soak.py --seeds 20 --runner stack       # starts DynamoDB Local
+    .venv/bin/python scripts/soak.py --seeds 50 --runner chromium    # and the proxy, Chromium
     .venv/bin/python scripts/soak.py --replay program.json --runner memory
 
 Each failing seed is printed with its broken promises, a minimal step list (the
@@ -35,7 +36,7 @@ from tests.model.runner import Outcome, minimize, run_program  # noqa: E402
 
 @contextlib.contextmanager
 def database(runner: str) -> Iterator[str | None]:
-    if runner == "memory":
+    if runner in ("memory", "chromium"):  # the Chromium lab starts its own
         yield None
         return
     from pysync.server import DynamoDBLocal
@@ -44,7 +45,9 @@ def database(runner: str) -> Iterator[str | None]:
         yield local.endpoint
 
 
-async def run(program: Program, runner: str, endpoint: str | None) -> Outcome:
+async def run(program: Program, runner: str, endpoint: Any) -> Outcome:
+    if runner == "chromium":
+        return await endpoint.run(program)  # endpoint: the ChromiumLab
     with deterministic_ids(program.get("seed")):
         if runner == "memory":
             return await run_program(program, MemoryWorld(program))
@@ -55,6 +58,15 @@ async def run(program: Program, runner: str, endpoint: str | None) -> Outcome:
 
 
 async def soak(args: argparse.Namespace, endpoint: str | None) -> dict[str, Any]:
+    if args.runner == "chromium":
+        from tests.model.chromium import chromium_lab
+
+        async with chromium_lab() as lab:
+            return await _soak(args, lab)
+    return await _soak(args, endpoint)
+
+
+async def _soak(args: argparse.Namespace, endpoint: Any) -> dict[str, Any]:
     ops: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     promises: Counter[str] = Counter()
@@ -120,7 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--start", type=int, default=0, help="first seed")
-    parser.add_argument("--runner", choices=("memory", "stack"), default="memory")
+    parser.add_argument("--runner", choices=("memory", "stack", "chromium"), default="memory")
     parser.add_argument("--max-steps", type=int, default=80)
     parser.add_argument("--avoid", default="", help="step kinds not to draw, e.g. nocontract,lag")
     parser.add_argument(
@@ -133,6 +145,8 @@ def main() -> int:
         args.replay = json.loads(Path(args.replay).read_text())
     if args.runner == "stack" and args.minimize == 150:
         args.minimize = 30  # a stack run takes seconds
+    if args.runner == "chromium" and args.minimize == 150:
+        args.minimize = 12  # a Chromium run takes 3 to 40 s
     with database(args.runner) as endpoint:
         result = asyncio.run(soak(args, endpoint))
     out = Path(args.out or ROOT / "bench" / "results" / f"soak-{args.runner}.json")
