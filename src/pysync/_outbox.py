@@ -4,14 +4,18 @@ An entry describes one record's pending change::
 
     {"n": 17, "mid": "…", "collection": "todos", "id": "a", "op": "put" | "patch" | "delete",
      "value": {...} (put), "set": {...}, "inc": {...} (patch),
-     "base": {...} | None, "base_v": 3 | None, "new": bool, "hlc": "…",
+     "base": {...} | None, "base_v": 3 | None, "base_m": "…" | None, "new": bool,
+     "follows": "…" | None, "hlc": "…",
      "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None,
      "since": 41, "sent": ms (once sent), "merged": bool (a conflict's result),
      "unsure": bool (rejected after an attempt whose outcome is unknown)}
 
 ``base`` is the record as the server had it when the first folded edit was made
-(the common ancestor of a three-way merge) and ``base_v`` its version; ``new``
-says the record did not exist anywhere but here. ``group`` ties the entries of
+(the common ancestor of a three-way merge), ``base_v`` and ``base_m`` the
+version and mutation id of that server state (what the push's condition must
+find); ``new`` says the record did not exist anywhere but here. ``follows`` is
+the mutation id of the record's earlier entry this one waits for: its base is
+set once that one lands. ``group`` ties the entries of
 one multi-record transaction together. ``since`` is the changelog head when
 the entry was first sent: its write cannot appear in the changelog before it.
 ``merged`` marks the put that a conflict's merge queued: its ``inc`` keeps this
