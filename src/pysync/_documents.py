@@ -2,7 +2,8 @@
 
 A stored record is the app's document plus system fields whose names start
 with ``_`` (the app may not use such names): ``_v`` the server version the
-record was last synced at (absent for a record never synced), ``_seq`` the
+record was last synced at (absent for a record never synced), ``_m`` the id of
+the write that made that server state (together they name it), ``_seq`` the
 changelog sequence it was last written from.
 """
 
