@@ -11,7 +11,7 @@ below it are real instead of simulated:
   page, which forwards to DynamoDB Local; the stream consumer writes the changelog;
 * faults are injected inside the page, by the model's :class:`FaultyRemote`
   around that remote (offline, lost replies, 5xx, refusals, a write hanging
-  in flight), which passes one request at a time (:class:`SerialFaultyRemote`);
+  in flight), which passes one request at a time (``PyDevice(serial=True)``);
 * a reload is either a reconnect on the same IndexedDB (``PyDevice.reload``) or
   a real page reload; a crash is either the push cancelled mid-flight in the
   page (``PyDevice.crash``) or the page closed while the write hangs and a new
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import random
@@ -66,7 +65,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .device import APP, BUDGET, TABLE, WRITES, FaultyRemote, PyDevice
+from .device import APP, TABLE, WRITES, PyDevice, deterministic_ids
 from .program import Program
 
 if TYPE_CHECKING:
@@ -184,36 +183,6 @@ class PageTab:
             stop()
 
 
-class SerialFaultyRemote(FaultyRemote):
-    """The model's :class:`FaultyRemote`, one call at a time (a FIFO lock).
-
-    A push sends its packs concurrently: over real HTTP their replies race, so which
-    write an injected fault hits, and which requests are on the way when a crash cuts
-    the push, would depend on timing. In line, the calls go in the order the push
-    makes them, and a write hanging in flight holds the line: when the crash comes,
-    no other request is on its way. Each call lets the others queue first (as a
-    request over the network does), so a remote that answers at once (memory) takes
-    its calls in the same order: the differential runs its memory devices so too.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__(inner)
-        self.lock = asyncio.Lock()
-
-    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        async with self.lock:
-            await asyncio.sleep(0)
-            return await super().call(operation, payload)
-
-
-def serial(device: PyDevice) -> PyDevice:
-    """``device`` with its calls in line (:class:`SerialFaultyRemote`); before it opens."""
-    remote = SerialFaultyRemote(device.remote.inner)
-    remote.on_write = device.remote.on_write
-    device.remote = remote
-    return device
-
-
 class SettlingRemote:
     """The page's real remote: after each write the world settles (see the module
     docstring) before the device goes on, so the changelog holds the write, as in memory.
@@ -259,6 +228,8 @@ class PageHarness:
     def __init__(self) -> None:
         self.device: PyDevice | None = None
         self.user: str | None = None
+        #: The ids of the device on the page now (``deterministic_ids``).
+        self.ids = contextlib.ExitStack()
 
     async def call(self, name: str, args: str) -> str:
         """``{"result": ..., "errors": [errors of the real network since the last call]}``."""
@@ -273,82 +244,40 @@ class PageHarness:
 
     async def do_open(self, config: dict[str, Any]) -> None:
         """A device on this page's IndexedDB: fresh, or carrying on after a page reload."""
-        import sys
-
         import js
 
         from pysync import HttpRemote
 
         await self.do_close(False)
-        # Ids from a counter, distinct per seed, device and page life (the first 16
-        # characters make the client id), in every module deterministic_ids patches.
-        prefix = f"{config['seed'] & 0xFFFFFFFF:08x}{config['index']:x}{config['life']:07x}"
-        counter = itertools.count(1)
-
-        def new_id() -> str:
-            return f"{prefix}{next(counter):016x}"
-
-        for name, module in list(sys.modules.items()):
-            own = name.startswith("pysync.") and name != "pysync._documents"
-            if own and callable(getattr(module, "new_id", None)):
-                module.new_id = new_id
+        # Ids from a counter, apart per device and page life (in the client id too).
+        self.ids.close()
+        own = (config["index"] << 28) | config["life"]
+        self.ids.enter_context(deterministic_ids(config["seed"], own))
         remote = SettlingRemote(
             HttpRemote(str(js.location.origin) + API_PATH, config["token"]), _settle_from_page
         )
-        device = serial(PyDevice(config["index"], remote, config["strategy"], config["user"]))
-        state = config.get("state") or {}
-        device.browser = PageBrowser(  # type: ignore[assignment]
-            state.get("now_ms", device.browser.now_ms), state.get("online", True)
+        device = PyDevice(
+            config["index"],
+            remote,
+            config["strategy"],
+            config["user"],
+            browser=PageBrowser,
+            serial=True,
         )
-        device.version = state.get("version", 1)
-        device.remote.offline = not state.get("online", True)
-        device.remote.rules = [dict(rule) for rule in state.get("rules", [])]
-        device.remote.held = [(op, payload) for op, payload in state.get("held", [])]
-        device.carried = {int(n): list(mids) for n, mids in state.get("carried", {}).items()}
+        if config.get("state"):
+            device.restore(config["state"])
         await device.open()
         self.device, self.user = device, config["user"]
 
-    async def do_state(self) -> dict[str, Any]:
-        """What outlives the page: the clock, connectivity, schema version, faults not yet
-        used and writes held on the way (``later``)."""
-        device = self.device
-        assert device is not None
-        return {
-            "version": device.version,
-            "now_ms": device.browser.now_ms,
-            "online": not device.remote.offline,
-            "rules": [r for r in device.remote.rules if r["kind"] in ("fail", "lose")],
-            "held": [[op, payload] for op, payload in device.remote.held],
-            "carried": await device.lineage(),
-        }
-
     async def do_crash_begin(self, land: str) -> dict[str, Any]:
-        """The first half of ``PyDevice.crash``: a push until its first write hangs (sent or
-        not, per ``land``). The page is then closed with the push still waiting."""
-        from pysync import RemoteError
-
+        """``PyDevice.crash`` up to the tab's death: a push until its first write hangs
+        (sent or not, per ``land``). The page is then closed with the push still waiting;
+        the new one carries on from ``state``."""
         device = self.device
         assert device is not None
-        assert device.engine is not None
-        remote = device.remote
-        remote.budget = getattr(remote, "limit", BUDGET)
-        remote.hung.clear()
-        rule = {"kind": "hang", "n": 1, "land": land}
-        remote.rules.insert(0, rule)
-        push = asyncio.ensure_future(device.engine.push())
-        waiter = asyncio.ensure_future(remote.hung.wait())
-        await asyncio.wait({push, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if rule in remote.rules:
-            remote.rules.remove(rule)
-        result: dict[str, Any] = {"ok": True, "in_flight": remote.hung.is_set()}
-        if push.done():
-            error = push.exception()
-            if isinstance(error, RemoteError):
-                result.update(ok=False, error=error.code)
-            elif error is not None:
-                raise error  # the push failed otherwise: a bug
-        return {**result, "state": await self.do_state()}
+        push, in_flight = await device.hang_push(land)
+        outcome = (push.exception() or push.result()) if push.done() else None
+        return {**device.crashed(outcome, in_flight), "state": await device.state()}
 
     async def do_close(self, drop: bool = True) -> None:
         """Close the replica; ``drop``: delete its IndexedDB database too (end of a seed)."""
@@ -974,8 +903,6 @@ class ChromiumLab:
         outcome = await run_program(program, self.world(program))
         outcome.ops.update({f"chromium {k}": v for k, v in (self.counts - before).items()})
         if self.differential:
-            from .device import deterministic_ids
-
             with deterministic_ids(program.get("seed")):
                 memory = await run_program(program, memory_world(program))
             difference = first_difference(memory.log, outcome.log)
@@ -999,7 +926,7 @@ def memory_world(program: Program) -> Any:
 
     class StackLikeMemory(MemoryWorld):
         async def device(self, index: int, strategy: str) -> PyDevice:
-            device = serial(PyDevice(index, self.db.connection(), strategy, self.user))
+            device = PyDevice(index, self.db.connection(), strategy, self.user, serial=True)
             await device.open()
             return device
 

@@ -25,7 +25,7 @@ import contextlib
 import copy
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any, Protocol
 from unittest import mock
@@ -168,8 +168,12 @@ class FaultyRemote:
     sending), ``hang`` (send or not, then never answer: a crash point).
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, serial: bool = False) -> None:
         self.inner = inner
+        #: One call at a time, each letting the others queue first: the calls go in the
+        #: order a push makes them whatever the transport, and a hanging write holds the
+        #: line (no sibling request on its way when a crash cuts the push).
+        self.lock = asyncio.Lock() if serial else None
         self.offline = False
         self.rules: list[dict[str, Any]] = []
         self.held: list[tuple[str, dict[str, Any]]] = []  # sent, arriving later
@@ -188,6 +192,13 @@ class FaultyRemote:
         return None
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.lock is None:
+            return await self._call(operation, payload)
+        async with self.lock:
+            await asyncio.sleep(0)
+            return await self._call(operation, payload)
+
+    async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         self.budget -= 1
         if self.budget < 0:
@@ -231,9 +242,13 @@ class FaultyRemote:
 
 
 @contextlib.contextmanager
-def deterministic_ids(seed: int | None) -> Iterator[None]:
-    """Mutation ids, group ids and client ids from a counter (a run replays exactly)."""
-    counter = itertools.count(1)
+def deterministic_ids(seed: int | None, own: int = 0) -> Iterator[None]:
+    """Mutation ids, group ids and client ids from a counter (a run replays exactly).
+
+    ``own``: a number (below 2**32) for ids apart from every other counter's of the seed
+    (a page's: its device and page life): the counter's high half, so in the client id too.
+    """
+    counter = itertools.count((own << 32) + 1)
     prefix = f"{(seed or 0) & 0xFFFFFFFF:08x}"
 
     def new_id() -> str:
@@ -279,14 +294,24 @@ class PyDevice:
     """A device: its own browser profile (storage, clock), replica, sync engine and network."""
 
     def __init__(
-        self, index: int, remote: Any, strategy: str, user: str, table: str = TABLE
+        self,
+        index: int,
+        remote: Any,
+        strategy: str,
+        user: str,
+        table: str = TABLE,
+        *,
+        browser: Callable[..., Any] = MemoryBrowser,
+        serial: bool = False,
     ) -> None:
         self.index = index
         self.table = table
         self.user = user
         self.strategy = strategy
-        self.browser = MemoryBrowser(now_ms=START_MS + 1000 * index)
-        self.remote = FaultyRemote(remote)
+        #: ``MemoryBrowser`` or what stands for it (``tab()``, ``now_ms``, ``set_online``),
+        #: made by ``browser(now_ms=...)``.
+        self.browser = browser(now_ms=START_MS + 1000 * index)
+        self.remote = FaultyRemote(remote, serial=serial)
         self.version = 1
         self.replica: pysync.Replica | None = None
         self.tab: Any = None
@@ -481,7 +506,10 @@ class PyDevice:
             self.version = version
         await self.open()
 
-    async def crash(self, land: str) -> dict[str, Any]:
+    async def hang_push(self, land: str) -> tuple[asyncio.Future[Any], bool]:
+        """A push until its first write hangs in flight (sent or not, per ``land``): the
+        push (still waiting, or done) and whether a write hangs. The tab dies next: this
+        returns without letting the push run any further."""
         assert self.engine is not None
         self.remote.budget = self.remote.limit
         self.remote.hung.clear()
@@ -490,18 +518,14 @@ class PyDevice:
         push = asyncio.ensure_future(self.engine.push())
         waiter = asyncio.ensure_future(self.remote.hung.wait())
         await asyncio.wait({push, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        in_flight = self.remote.hung.is_set()
-        # The tab dies: nothing of it runs again (its store is closed before the
-        # cancelled push could write to it).
-        push.cancel()
         waiter.cancel()
-        self.db.close()
-        self.tab.crash()
-        outcome = (await asyncio.gather(push, return_exceptions=True))[0]
-        await asyncio.gather(waiter, return_exceptions=True)
         if rule in self.remote.rules:
             self.remote.rules.remove(rule)
-        await self.open()
+        return push, self.remote.hung.is_set()
+
+    @staticmethod
+    def crashed(outcome: Any, in_flight: bool) -> dict[str, Any]:
+        """What :meth:`crash` answers for the push's ``outcome`` (result or exception)."""
         if not isinstance(outcome, BaseException) or isinstance(
             outcome, asyncio.CancelledError | pysync.DatabaseClosedError
         ):
@@ -509,6 +533,39 @@ class PyDevice:
         if isinstance(outcome, RemoteError):
             return {"ok": False, "in_flight": in_flight, "error": outcome.code}
         raise outcome  # the push failed otherwise: a bug
+
+    async def crash(self, land: str) -> dict[str, Any]:
+        push, in_flight = await self.hang_push(land)
+        # The tab dies: nothing of it runs again (its store is closed before the
+        # cancelled push could write to it).
+        push.cancel()
+        self.db.close()
+        self.tab.crash()
+        outcome = (await asyncio.gather(push, return_exceptions=True))[0]
+        await self.open()
+        return self.crashed(outcome, in_flight)
+
+    async def state(self) -> dict[str, Any]:
+        """What outlives the tab (JSON): clock, connectivity, schema version, faults not
+        used yet, writes on their way (``later``) and the outbox's lineage."""
+        return {
+            "version": self.version,
+            "now_ms": self.browser.now_ms,
+            "online": not self.remote.offline,
+            "rules": [r for r in self.remote.rules if r["kind"] in ("fail", "lose")],
+            "held": [[op, payload] for op, payload in self.remote.held],
+            "carried": await self.lineage(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Carry on from :meth:`state` in a new tab (before :meth:`open`)."""
+        self.version = state["version"]
+        self.browser.now_ms = state["now_ms"]
+        self.browser.set_online(state["online"])
+        self.remote.offline = not state["online"]
+        self.remote.rules = [dict(rule) for rule in state["rules"]]
+        self.remote.held = [(op, payload) for op, payload in state["held"]]
+        self.carried = {int(n): list(mids) for n, mids in state["carried"].items()}
 
     async def set_online(self, online: bool) -> None:
         self.remote.offline = not online
