@@ -26,7 +26,7 @@ from .._documents import Key
 from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
 from .._schema import META, with_index_keys
-from .._store import KeyRange, Transaction, Writes
+from .._store import KeyRange, Request, Transaction, Writes
 from ._items import (
     State,
     base_state_of,
@@ -295,6 +295,7 @@ class Puller:
         stale marks of the records it applies.
         """
         known = [c for c in changes if c.collection in self.replica.schema.collections]
+        tomb_range = KeyRange.bound(self.tomb_prefix, self.tomb_prefix + "\uffff")
         collections = sorted({c.collection for c in known})
         schema = self.replica.schema
 
@@ -303,8 +304,7 @@ class Puller:
                 tx.put(META, {"key": self.cursor_key, "seq": cursor})
             if force and cursor is not None:
                 # A base sync ends: the snapshot is the truth, the tombstones are moot.
-                tombs = KeyRange.bound(self.tomb_prefix, self.tomb_prefix + "\uffff")
-                tx.query(META, range=tombs).then(
+                tx.query(META, range=tomb_range).then(
                     lambda found: tx.delete_many(META, [tomb["key"] for tomb in found])
                 )
 
@@ -314,10 +314,10 @@ class Puller:
             for collection, key in targets:
                 keys.setdefault(collection, []).append(key)
             found = None if force else {c: tx.get_many(c, k) for c, k in keys.items()}
-            # Tombstones of this device's acknowledged deletes: their older entries
-            # must not bring the documents back.
-            tomb_keys = [tomb_key(self.scope, c, k) for c, k in targets]
-            tombs = None if force else tx.get_many(META, tomb_keys)
+            # Tombstones of this device's acknowledged deletes (their older entries must
+            # not bring the documents back), read only when there are any.
+            any_tombs = None if force else tx.count(META, range=tomb_range)
+            tombs: Request[list[dict[str, Any] | None]] | None = None
 
             def ready(entries: list[list[Entry]]) -> None:
                 waiting = {t for t, group in zip(targets, entries, strict=True) if group}
@@ -342,11 +342,11 @@ class Puller:
                         continue
                     if not force and record is not None and _older(change, record):
                         continue
-                    tomb = deleted.pop(target, None)
+                    tomb = deleted.get(target)
                     if tomb is not None:
                         if record is None and _older(change, tomb):
-                            deleted[target] = tomb
                             continue
+                        del deleted[target]
                         tx.delete(META, tomb["key"])
                     if change.doc is None:
                         writes.delete(change.collection, change.key)
@@ -364,9 +364,14 @@ class Puller:
                 set_cursor(tx)
 
             def counted(pending: int) -> None:
+                nonlocal tombs
+                if any_tombs is not None and any_tombs.result:
+                    tombs = tx.get_many(META, [tomb_key(self.scope, c, k) for c, k in targets])
                 # Looking up each record's outbox entries only when there are any.
                 if pending:
                     tx.lookup(OUTBOX, "by_record", targets).then(ready)
+                elif tombs is not None:
+                    tombs.then(lambda _: ready([[] for _ in targets]))
                 else:
                     ready([[] for _ in targets])
 

@@ -337,8 +337,7 @@ class Pusher:
             "_m": f"probe:{entry['mid']}",
             "_c": self.replica.client_id,
             "_hlc": entry["hlc"],
-            "_del": True,
-            "_ttl": self.replica.platform.now_ms() // 1000 + TOMBSTONE_SECONDS,
+            **self._tombstone(),
         }
         request = {
             "TableName": self.table,
@@ -370,11 +369,7 @@ class Pusher:
             return ("UpdateItem", self._update(entry, key, system), made)
         version = (base_v or 0) + 1
         if entry["op"] == "delete":
-            values: dict[str, Any] = {
-                **key,
-                "_del": True,
-                "_ttl": self.replica.platform.now_ms() // 1000 + TOMBSTONE_SECONDS,
-            }
+            values: dict[str, Any] = {**key, **self._tombstone()}
         else:
             # A put, or a patch whose base version is unknown: send the whole document.
             values = {**(self._written_doc(entry) or {}), **key}
@@ -580,14 +575,22 @@ class Pusher:
             if server_doc is None:
                 writes.delete(collection, key)
                 if version is not None:  # older entries of the record must not revive it
-                    tomb = {"key": tomb_key(self.scope, collection, key), "_v": version, "_m": mid}
-                    writes.put(META, tomb)
+                    writes.put(META, self._tomb(collection, key, state))
             else:
                 seq = {"_seq": current["_seq"]} if current and "_seq" in current else {}
                 record = {**server_doc, "_v": version, "_m": mid, **seq}
                 writes.put(collection, with_index_keys(spec, record))
         elif current is not None and not foreign:
             writes.put(collection, {**current, "_v": version, "_m": mid})
+
+    def _tomb(self, collection: str, key: Key, state: State) -> dict[str, Any]:
+        """The ``_meta`` record of a tombstone this device knows (see the pull)."""
+        version, mid = state
+        return {"key": tomb_key(self.scope, collection, key), "_v": version, "_m": mid}
+
+    def _tombstone(self) -> dict[str, Any]:
+        """The fields a tombstone item has besides its key and state."""
+        return {"_del": True, "_ttl": self.replica.platform.now_ms() // 1000 + TOMBSTONE_SECONDS}
 
     async def _conflict(self, entry: Entry, old: dict[str, Any] | None, report: PushReport) -> None:
         remote_doc, system = document_of(old)
@@ -680,8 +683,7 @@ class Pusher:
                 if merged == remote_doc:
                     tx.delete(OUTBOX, entry["n"])  # the server already has the result
                     if not followers and remote_doc is None and remote_v is not None:
-                        mark = {"key": tomb_key(self.scope, collection, key), "_v": remote_v}
-                        tx.put(META, {**mark, "_m": remote_m})
+                        tx.put(META, self._tomb(collection, key, (remote_v, remote_m)))
                     return
                 # The merged result is a write of its own: a new mutation id (never the
                 # same ``_m`` twice on the server, even when the first attempt's fate was
