@@ -12,6 +12,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from .conftest import (
 
 LEASE = 0.6
 SCOPE = "u#stamp"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class RecordingAPI(FaultyAPI):
@@ -129,6 +131,28 @@ async def sentinel(ddb: Any, table: str, sk: str = "zz#sentinel") -> None:
         return any(e[1] == sk and (e[3] or "").startswith("stamp:") for e in entries)
 
     await wait_until(stamp_appended)
+
+
+async def test_the_contract_sample_of_the_docs_runs_and_is_not_stamped(
+    ddb: Any, make_tables: Callable[[str], str], start_consumer: StartConsumer
+) -> None:
+    """The boto3 sample of docs/changelog.md ("The contract"), run as it is written."""
+    text = (REPO / "docs" / "changelog.md").read_text()
+    contract = text[text.index("**The contract.**") :]
+    start = contract.index("```python\n") + len("```python\n")
+    sample = contract[start : contract.index("\n```", start)]
+    table = make_tables("stamp")
+    consumer = await start_consumer(table)
+    exec(sample.replace('"pysync"', repr(table)), {"client": ddb})  # creates u#alice todos#a
+    await wait_until(lambda: len(changelog(ddb, table, "u#alice")) == 1)
+    await sentinel(ddb, table)
+    got = ddb.get_item(
+        TableName=table, Key={"pk": S("u#alice"), "sk": S("todos#a")}, ConsistentRead=True
+    )
+    item = got["Item"]
+    assert (item["title"], item["_v"]) == (S("oat milk"), N(1))
+    assert not item["_m"]["S"].startswith("stamp:")
+    assert consumer.stats.stamps == 1  # the sentinel only
 
 
 async def test_a_bypass_update_is_stamped_after_its_entry(
