@@ -34,15 +34,29 @@ MAX_TRANSACTION_DOCUMENTS = 100
 
 @dataclass(frozen=True)
 class Status:
-    """What the app shows about its data: pending work, leadership, connectivity."""
+    """What the app shows about its data: pending work, leadership, connectivity, sync.
+
+    ``pending``/``rejected``/``conflicts`` count outbox entries and recorded
+    conflicts; ``leader``/``online`` are this tab's. The sync fields (``syncing``,
+    ``progress`` such as ``"pushing 3 of 10"``, ``last_synced`` in epoch
+    milliseconds, ``realtime`` and ``last_error``) are set by the leader tab's
+    :class:`~pysync.Sync` and shown by the other tabs too.
+    """
 
     pending: int = 0
     rejected: int = 0
+    conflicts: int = 0
     leader: bool = False
     online: bool = True
     last_error: str | None = None
     syncing: bool = False
     progress: str | None = None
+    last_synced: int | None = None
+    realtime: bool = False
+
+
+#: The status fields the leader tab's sync sets and the other tabs mirror.
+_SYNC_FIELDS = ("last_error", "syncing", "progress", "last_synced", "realtime")
 
 
 @dataclass(frozen=True)
@@ -164,20 +178,29 @@ class Replica:
     def _set_status(self, **changes: Any) -> None:
         new = replace(self._status, **changes)
         if new != self._status:
-            self._status = new
+            old, self._status = self._status, new
+            synced = _sync_fields(new)
+            if new.leader and self._channel is not None and synced != _sync_fields(old):
+                self._channel.post({"type": "status", **synced})
             for listener in list(self._status_listeners):
                 listener(new)
 
     def _on_leader(self) -> None:
         self._set_status(leader=True)
+        if self._channel is not None:  # the followers learn who reports the sync now
+            self._channel.post({"type": "status", **_sync_fields(self._status)})
 
     def _on_online(self, online: bool) -> None:
         self._set_status(online=online)
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "changed":
+        kind = message.get("type")
+        if kind == "changed":
             self._watchers.changed(message["collections"])
             self._spawn(self._refresh_counts())
+        elif kind == "status" and not self._status.leader:
+            self._set_status(**{k: message[k] for k in _SYNC_FIELDS if k in message})
+            self._spawn(self._refresh_counts())  # a sync changes the outbox and conflicts
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -189,8 +212,13 @@ class Replica:
 
     async def _refresh_counts(self) -> None:
         if not self.closed:
-            total, rejected = await self.store.run(OUTBOX, "readonly", _count_outbox)
+
+            def body(tx: Transaction) -> tuple[Request[int], Request[int], Request[int]]:
+                return (*_count_outbox(tx), tx.count(CONFLICTS))
+
+            total, rejected, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
             self._show_counts(total.result, rejected.result)
+            self._set_status(conflicts=conflicts.result)
 
     def _show_counts(self, total: int, rejected: int) -> None:
         """Show the outbox's number of entries and of rejected ones in the status."""
@@ -305,6 +333,32 @@ class Replica:
 
         await self._change_entry(mid, drop)
 
+    async def conflicts(self) -> list[dict[str, Any]]:
+        """The recorded conflicts, newest first.
+
+        Each is a dict: ``cid``, ``collection``, ``id``, and the documents ``base``
+        (what this device's edit started from), ``local`` (its edit), ``remote``
+        (the server's version it met; ``None``: deleted there) and ``result`` (what
+        was kept and pushed; ``None``: deleted), the ``strategy`` that decided, and
+        the clocks ``hlc`` (local) and ``remote_hlc``. They stay until dismissed.
+        """
+        found = await self.store.query(CONFLICTS)
+        return sorted(found, key=lambda c: str(c.get("hlc") or ""), reverse=True)
+
+    async def dismiss_conflict(self, cid: str | None = None) -> None:
+        """Forget the recorded conflict ``cid`` (all of them when ``None``)."""
+
+        def body(tx: Transaction) -> None:
+            if cid is None:
+                tx.clear(CONFLICTS)
+            else:
+                tx.delete(CONFLICTS, cid)
+
+        await self.store.run(CONFLICTS, "readwrite", body)
+        await self._refresh_counts()
+        if self._channel is not None:
+            self._channel.post({"type": "changed", "collections": []})
+
     async def _change_entry(
         self,
         mid: str,
@@ -353,6 +407,10 @@ class Replica:
         if any(c.get("open") for c in conflicts.result):
             return "conflict"
         return "pending" if entries.result else "synced"
+
+
+def _sync_fields(status: Status) -> dict[str, Any]:
+    return {k: getattr(status, k) for k in _SYNC_FIELDS}
 
 
 def _count_outbox(tx: Transaction) -> tuple[Request[int], Request[int]]:

@@ -117,7 +117,7 @@ class Sync:
             pushed.pushed += again.pushed
             pushed.conflicts += again.conflicts
             pushed.rejected += again.rejected
-            self.replica._set_status(last_error=None)
+            self.replica._set_status(last_error=None, last_synced=self.replica.platform.now_ms())
             return SyncReport(pushed, pulled)
 
     def start(self, interval: float = 5.0) -> None:
@@ -168,6 +168,7 @@ class Sync:
             self._on_event,
             lambda error: self.replica._set_status(last_error=f"realtime: {error!r}"),
             self._sleep,
+            lambda connected: self.replica._set_status(realtime=connected),
         )
         self._feed.start()
 

@@ -43,7 +43,8 @@ class RealtimeFeed:
     ``on_event(type, data)`` gets the stream's ``message`` and ``ready`` events;
     ``after()`` gives the seq to resume after (``None``: the server's head);
     ``on_error`` hears about a token or cursor that could not be read (the
-    reopen is retried later). ``sleep`` waits out the delays.
+    reopen is retried later); ``on_connected`` about each change of
+    :attr:`connected`. ``sleep`` waits out the delays.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class RealtimeFeed:
         on_event: Callable[[str, str], None],
         on_error: Callable[[BaseException], None],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_connected: Callable[[bool], None] = lambda _: None,
     ) -> None:
         self._platform = platform
         self._url = url
@@ -71,8 +73,19 @@ class RealtimeFeed:
         self._failures = 0
         self._ready_at: int | None = None
         self._stopped = False
-        #: Whether the current stream said ``ready`` and has not failed since.
-        self.connected = False
+        self._on_connected = on_connected
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the current stream said ``ready`` and has not failed since."""
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected = value
+            self._on_connected(value)
 
     def start(self) -> None:
         """Open the first source (soon, from a task: the cursor is read first)."""

@@ -4,7 +4,8 @@ Needs the ``server`` extra (``pip install pysync[server]``). Entry points:
 
 - :func:`create_app` builds the ASGI app from a :class:`ProxyConfig`;
 - :class:`Policy` / :class:`TableRule` describe what tokens may do;
-- :class:`TokenVerifier` checks bearer tokens, :func:`issue_token` mints dev tokens;
+- :class:`TokenVerifier` checks bearer tokens, :func:`issue_token` mints dev tokens
+  (and :class:`DevTokens`, the dev-only sign-in endpoint of ``pysync dev``);
 - :class:`DynamoDBLocal` and :func:`create_tables` set up a development database;
 - :class:`StreamConsumer` reads the data table's stream into the :class:`Changelog`;
   :class:`ChangeFeed` fans new entries out to ``GET /changes`` subscribers
@@ -16,6 +17,7 @@ from ._auth import Principal, TokenVerifier, issue_token
 from ._changelog import Change, Changelog, Head, parse_record
 from ._config import DEV_JWT_SECRET, ProxyConfig
 from ._devstack import DynamoDBLocal, create_tables, dynamodb_client, local_session
+from ._devtokens import DEMO_SHARED_SCOPE, DEV_TOKEN_PATH, DevTokens
 from ._dynamo import DynamoDBAPI, DynamoDBError
 from ._errors import ProxyError
 from ._policy import PROTOCOL_FIELDS, Policy, TableRule
@@ -26,12 +28,15 @@ from ._streams import SHARD_END, Lease, LeaseTable, StreamConsumer
 __all__ = [
     "API_PATH",
     "CHANGES_PATH",
+    "DEMO_SHARED_SCOPE",
     "DEV_JWT_SECRET",
+    "DEV_TOKEN_PATH",
     "PROTOCOL_FIELDS",
     "SHARD_END",
     "Change",
     "ChangeFeed",
     "Changelog",
+    "DevTokens",
     "DynamoDBAPI",
     "DynamoDBError",
     "DynamoDBLocal",
