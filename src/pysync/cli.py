@@ -54,6 +54,12 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
         help="offline Pyodide dist served at /pyodide/ (default: ./build/pyodide if it exists)",
     )
     parser.add_argument(
+        "--pyscript-dir",
+        type=Path,
+        help="PyScript's dist served at /pyscript/ (default: "
+        "./node_modules/@pyscript/core/dist if it exists)",
+    )
+    parser.add_argument(
         "--allow-origin",
         action="append",
         dest="allowed_origins",
@@ -181,8 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_static_defaults(config: ProxyConfig) -> ProxyConfig:
-    # ./web and ./build/pyodide are served when present and nothing else is configured.
-    defaults = {"web_dir": Path("web"), "pyodide_dir": Path("build", "pyodide")}
+    # ./web, ./build/pyodide and npm's PyScript are served when present and nothing
+    # else is configured.
+    defaults = {
+        "web_dir": Path("web"),
+        "pyodide_dir": Path("build", "pyodide"),
+        "pyscript_dir": Path("node_modules", "@pyscript", "core", "dist"),
+    }
     return config.replace(
         **{
             name: path
@@ -243,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
         web_dir=args.web_dir,
         pyodide_dir=args.pyodide_dir,
+        pyscript_dir=args.pyscript_dir,
     )
     config = _with_static_defaults(config)
     if not (config.jwt_secret or config.jwks_url or config.jwks_file) and args.dev:
@@ -273,6 +285,7 @@ def _dev(args: argparse.Namespace) -> int:
         table=args.table,
         web_dir=args.web_dir,
         pyodide_dir=args.pyodide_dir,
+        pyscript_dir=args.pyscript_dir,
         allowed_origins=tuple(args.allowed_origins or [base]),
     )
     config = _with_static_defaults(config)
@@ -306,6 +319,8 @@ def _dev(args: argparse.Namespace) -> int:
         )
         if config.web_dir is None:
             print("  note: no ./web directory here, so / serves nothing", flush=True)
+        if config.pyscript_dir is not None:
+            print(f"  PyScript:       {base}/pyscript/ (add #token=<token> to sync)", flush=True)
         _run(create_app(config, session=session), args.host, args.port, args.log_level)
     return 0
 

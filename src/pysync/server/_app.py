@@ -7,6 +7,8 @@ Routes:
 - ``GET /changes?scope=<scope>`` — realtime changelog entries as Server-Sent Events.
 - ``GET /healthz`` — liveness.
 - ``/pyodide/`` — the offline Pyodide distribution (``config.pyodide_dir``).
+- ``/pyscript/`` — npm ``@pyscript/core``'s ``dist`` (``config.pyscript_dir``); other names
+  there come from ``<web_dir>/pyscript/`` (the PyScript example page).
 - ``/`` — the web app (``config.web_dir``).
 """
 
@@ -346,6 +348,11 @@ def create_app(
     ]
     if config.pyodide_dir is not None:
         routes.append(Mount("/pyodide", app=_StaticFiles(directory=config.pyodide_dir)))
+    if config.pyscript_dir is not None:
+        pyscript = _StaticFiles(directory=config.pyscript_dir, html=True)
+        if config.web_dir is not None:  # the dist has no index.html: the example page is there
+            pyscript.all_directories.append(config.web_dir / "pyscript")
+        routes.append(Mount("/pyscript", app=pyscript))
     if config.web_dir is not None:
         routes.append(Mount("/", app=_StaticFiles(directory=config.web_dir, html=True)))
     middleware = [Middleware(AccessLog)]

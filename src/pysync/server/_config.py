@@ -76,6 +76,7 @@ class ProxyConfig:
     max_connections: int = 64
     web_dir: Path | None = None
     pyodide_dir: Path | None = None
+    pyscript_dir: Path | None = None
     consumer: bool = False
     changelog_retention: float = 7 * 24 * 3600.0
     stream_poll_interval: float = 0.25
@@ -160,4 +161,6 @@ class ProxyConfig:
             values["web_dir"] = Path(web)
         if pyodide := get("PYSYNC_PYODIDE_DIR"):
             values["pyodide_dir"] = Path(pyodide)
+        if pyscript := get("PYSYNC_PYSCRIPT_DIR"):
+            values["pyscript_dir"] = Path(pyscript)
         return config.replace(**values)
