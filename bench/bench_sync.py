@@ -65,6 +65,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
 from pysync._marshal import to_item
+from pysync._sync._items import sort_key
 from pysync._sync._push import Pusher
 from pysync.server import (
     DEV_JWT_SECRET,
@@ -338,8 +339,8 @@ async ([url, token, scope, name]) => {
   do {
     const request = {
       TableName: "__TABLE__",
-      KeyConditionExpression: "pk = :p",
-      ExpressionAttributeValues: { ":p": { S: scope } },
+      KeyConditionExpression: "pk = :p AND begins_with(sk, :ns)",
+      ExpressionAttributeValues: { ":p": { S: scope }, ":ns": { S: "bench-pull/" } },
       ConsistentRead: true,
     };
     if (start) request.ExclusiveStartKey = start;
@@ -448,20 +449,20 @@ def make_docs(n: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def item(scope: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """The DynamoDB item pysync's push writes for a new record (Pusher._write)."""
+def item(scope: str, doc: dict[str, Any], app: str) -> dict[str, Any]:
+    """The DynamoDB item pysync's push writes for a new record of ``app`` (Pusher._write)."""
     system = {
         "_hlc": f"{int(time.time() * 1000):015d}-000000-0123456789abcdef",
         "_c": "0123456789abcdef",
         "_m": uuid.uuid4().hex,
         "_v": 1,
     }
-    return to_item({**doc, "pk": scope, "sk": f"items#{doc['id']}", **system})
+    return to_item({**doc, "pk": scope, "sk": sort_key(app, "items", doc["id"]), **system})
 
 
 def boto3_push(client: Any, scope: str, n: int, threads: int) -> dict[str, Any]:
     """PutItem of n new items, conditional as pysync's; sequential or with a pool."""
-    items = [item(scope, doc) for doc in make_docs(n)]
+    items = [item(scope, doc, "bench-push") for doc in make_docs(n)]
 
     def put(one: dict[str, Any]) -> None:
         client.put_item(
@@ -484,7 +485,7 @@ def boto3_push(client: Any, scope: str, n: int, threads: int) -> dict[str, Any]:
 
 def load_items(client: Any, scope: str, n: int) -> float:
     """BatchWriteItem n items (25 per request, unprocessed ones resent); seconds."""
-    items = [item(scope, doc) for doc in make_docs(n)]
+    items = [item(scope, doc, "bench-pull") for doc in make_docs(n)]  # pysync's base sync reads
     t0 = time.perf_counter()
     for i in range(0, n, 25):
         requests = {TABLE: [{"PutRequest": {"Item": one}} for one in items[i : i + 25]]}
@@ -499,8 +500,8 @@ def boto3_query(client: Any, scope: str, n: int) -> dict[str, Any]:
     deserializer = TypeDeserializer()
     request: dict[str, Any] = {
         "TableName": TABLE,
-        "KeyConditionExpression": "pk = :p",
-        "ExpressionAttributeValues": {":p": {"S": scope}},
+        "KeyConditionExpression": "pk = :p AND begins_with(sk, :ns)",  # as pysync's base sync
+        "ExpressionAttributeValues": {":p": {"S": scope}, ":ns": {"S": "bench-pull/"}},
         "ConsistentRead": True,
     }
     docs: list[dict[str, Any]] = []
@@ -590,7 +591,7 @@ def js_fetch_push(page: Any, url: str, user: str, n: int) -> dict[str, Any]:
         {
             "Put": {
                 "TableName": TABLE,
-                "Item": item(f"u#{user}", doc),
+                "Item": item(f"u#{user}", doc, "bench-push"),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 "ConditionExpression": "attribute_not_exists(pk)",
             }

@@ -22,7 +22,7 @@ from ._live import Subscription, Watchers
 from ._migrate import migrate
 from ._outbox import OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold, replay
 from ._platform import Channel, Platform, Unsubscribe
-from ._schema import CONFLICTS, META, AppSchema, index_range, with_index_keys
+from ._schema import CONFLICTS, META, AppSchema, check_name, index_range, with_index_keys
 from ._store import Database, KeyRange, Request, Transaction, Writes
 
 SyncState = Literal["synced", "pending", "conflict", "rejected"]
@@ -73,8 +73,11 @@ async def connect(
     """Open the local replica of ``app`` for ``user`` (creating or migrating it).
 
     In a page this uses IndexedDB; pass ``platform`` (see ``pysync.testing``) to
-    run elsewhere.
+    run elsewhere. ``app`` (1 to 64 letters, digits, ``_``, ``.``, ``-``, starting
+    with a letter or digit) names the local database and, by default, the
+    namespace of the app's items in DynamoDB (see :class:`pysync.Sync`).
     """
+    check_name(app, "app name")
     if platform is None:
         from ._browser import BrowserPlatform
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,22 @@ CONFLICTS = "_conflicts"
 
 Migration = Callable[[str, dict[str, Any]], dict[str, Any]]
 """``migrate(collection, document) -> document``: one upgrade step for stored data."""
+
+#: An app name or sync namespace: it starts every sort key of the app's items
+#: (``<namespace>/<collection>#<id>``), so it may not hold ``/`` or ``#``.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: Characters a collection name may not hold: they delimit the sort key.
+_KEY_DELIMITERS = ("/", "#")
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is a valid app name or namespace, else a ValueError naming ``what``."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"{what} must be 1 to 64 characters of letters, digits, '_', '.' and '-',"
+            f" starting with a letter or digit: {name!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,11 @@ class AppSchema:
         for name in self.collections:
             if not name or name.startswith("_"):
                 raise SchemaError(f"collection names may not be empty or start with '_': {name!r}")
+            if any(c in name for c in _KEY_DELIMITERS):
+                raise SchemaError(
+                    f"collection names may not contain '/' or '#' (they delimit the"
+                    f" DynamoDB sort key <namespace>/<collection>#<id>): {name!r}"
+                )
         for version in self.migrations:
             if not 1 < version <= self.version:
                 raise SchemaError(f"migration for version {version} is outside 2..{self.version}")

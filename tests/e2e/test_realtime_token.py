@@ -9,7 +9,7 @@ import httpx
 from playwright.sync_api import Browser
 
 from pysync.server import DEV_JWT_SECRET, issue_token
-from tests.e2e.test_sync import device
+from tests.e2e.test_sync import device, todo_sk
 
 WATCH = """
 sync = Sync(db, remote)  # the default sleep: real reopen delays
@@ -37,7 +37,7 @@ sub = todos.watch(show)
 
 def put_through_the_proxy(url: str, token: str, user: str, key: str) -> None:
     """Another device's write: a PutItem through the proxy."""
-    item = {"pk": {"S": f"u#{user}"}, "sk": {"S": f"todos#{key}"}, "id": {"S": key}}
+    item = {"pk": {"S": f"u#{user}"}, "sk": todo_sk(key), "id": {"S": key}}
     response = httpx.post(
         url + "/dynamodb",
         headers={

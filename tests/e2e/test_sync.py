@@ -13,9 +13,18 @@ import boto3
 import pytest
 from playwright.sync_api import Browser
 
+from pysync._sync._items import sort_key
 from pysync.server import DEV_JWT_SECRET, issue_token
 from tests._browser_config import config
 from tests.e2e.conftest import OUTPUT_DIR, Demo
+
+APP = "sync-e2e"
+
+
+def todo_sk(doc_id: str) -> dict[str, str]:
+    """The sort key of a todo of the devices' app, as a DynamoDB attribute."""
+    return {"S": sort_key(APP, "todos", doc_id)}
+
 
 SETUP = """
 import asyncio, pysync
@@ -23,7 +32,7 @@ from pysync import AppSchema, CollectionSpec, HttpRemote, Index, Sync
 import js
 
 schema = AppSchema(1, {"todos": CollectionSpec(indexes=(Index("by_done", "done"),))})
-db = await pysync.connect("sync-e2e", USER, schema)
+db = await pysync.connect(APP, USER, schema)
 remote = HttpRemote(js.location.origin + "/dynamodb", TOKEN)
 
 async def no_sleep(_):
@@ -66,7 +75,8 @@ def device(browser: Browser, url: str, user: str, token: str) -> Demo:
     context.set_default_timeout(config.TIMEOUT_MS)
     tab = Demo(context.new_page(), context, url)
     tab.open()
-    tab.run(SETUP.replace("USER", repr(user)).replace("TOKEN", repr(token)))
+    setup = SETUP.replace("APP", repr(APP)).replace("USER", repr(user))
+    tab.run(setup.replace("TOKEN", repr(token)))
     return tab
 
 
@@ -149,14 +159,14 @@ def test_two_devices_edit_offline_and_converge(two: Devices, direct_dynamodb: An
         TableName="pysync",
         Item={
             "pk": {"S": f"u#{user}"},
-            "sk": {"S": "todos#from-boto3"},
+            "sk": todo_sk("from-boto3"),
             "id": {"S": "from-boto3"},
             "done": {"BOOL": False},
             "_v": {"N": "1"},
         },
     )
     direct_dynamodb.delete_item(
-        TableName="pysync", Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#a-only"}}
+        TableName="pysync", Key={"pk": {"S": f"u#{user}"}, "sk": todo_sk("a-only")}
     )
     a.run(
         """
@@ -251,7 +261,7 @@ def test_a_landed_write_whose_reply_was_lost_is_not_redone_after_others_wrote_ov
     )
     item = direct_dynamodb.get_item(
         TableName="pysync",
-        Key={"pk": {"S": f"u#{user}"}, "sk": {"S": "todos#t"}},
+        Key={"pk": {"S": f"u#{user}"}, "sk": todo_sk("t")},
         ConsistentRead=True,
     )["Item"]
     assert item["n"] == {"N": "3"}  # A's +1 once, B's +2
@@ -285,12 +295,12 @@ def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
 
         # While the device is away, writes bypass the proxy: a new item, an update, a
         # hard delete (keeping the contract, a new _m each, so the consumer stamps none).
-        key = {"pk": scope, "sk": {"S": "todos#t1"}}
+        key = {"pk": scope, "sk": todo_sk("t1")}
         direct_dynamodb.put_item(
             TableName="pysync",
             Item={
                 "pk": scope,
-                "sk": {"S": "todos#t9"},
+                "sk": todo_sk("t9"),
                 "id": {"S": "t9"},
                 "_v": {"N": "1"},
                 "_m": {"S": "boto3-t9"},
@@ -307,7 +317,7 @@ def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
                 ":one": {"N": "1"},
             },
         )
-        direct_dynamodb.delete_item(TableName="pysync", Key={"pk": scope, "sk": {"S": "todos#t2"}})
+        direct_dynamodb.delete_item(TableName="pysync", Key={"pk": scope, "sk": todo_sk("t2")})
 
         def changelog_after(seq: int) -> list[dict[str, Any]]:
             return direct_dynamodb.query(

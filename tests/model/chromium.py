@@ -65,8 +65,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .device import APP, TABLE, WRITES, PyDevice, deterministic_ids
-from .program import Program
+from .device import TABLE, WRITES, PyDevice, deterministic_ids
+from .program import APP, Program
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page

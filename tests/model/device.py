@@ -42,9 +42,8 @@ from pysync import (
 )
 from pysync.testing import MemoryBrowser
 
-from .program import COUNTERS, DOCS
+from .program import APP, COUNTERS, DOCS
 
-APP = "model"
 TABLE = "pysync_model"
 START_MS = 1_800_000_000_000  # January 2027 (tombstone TTLs stay in the future)
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"})

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .program import COUNTERS
+from .program import APP, COUNTERS
 
 Doc = dict[str, Any]
 Item = dict[str, Any]
@@ -54,9 +54,18 @@ def system_of(item: Item | None) -> dict[str, Any]:
     return {} if item is None else {k: plain(v) for k, v in item.items() if k[0] == "_"}
 
 
-def split_key(sk: str) -> tuple[str, str]:
-    collection, _, key = sk.partition("#")
-    return collection, key
+def record_key(sk: str) -> str:
+    """The model's name of a record, ``<collection>#<id>``, from its item's sort key
+    (``<app>/<collection>#<id>``; a key outside the app's namespace is left whole,
+    so it matches no record of the model)."""
+    prefix = f"{APP}/"
+    return sk[len(prefix) :] if sk.startswith(prefix) else sk
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """The collection and id of a record key (see :func:`record_key`)."""
+    collection, _, item_id = key.partition("#")
+    return collection, item_id
 
 
 def canon(doc: Any) -> str:
@@ -167,7 +176,7 @@ class History:
         out: dict[str, list[Write]] = {}
         for seq in seqs:
             entry = self.entries[seq]
-            key = entry["key"]["S"]
+            key = record_key(entry["key"]["S"])
             old = last.get(key)
             new = entry["item"]["M"] if entry.get("op", {}).get("S") == "put" else None
             if new is None and entry.get("op", {}).get("S") == "put":
@@ -236,12 +245,12 @@ def check(ev: Evidence) -> list[str]:
         failures.append("P0 quiescence: the devices did not reach a round that changes nothing")
     writes = ev.history.writes(ev.outside)
     failures += [f"H history: {p}" for p in ev.history.problems]
-    final = {item["sk"]["S"]: item for item in ev.server}
+    final = {record_key(item["sk"]["S"]): item for item in ev.server}
     server_docs: dict[str, dict[str, Doc]] = {}
-    for sk, item in final.items():
+    for record, item in final.items():
         doc = doc_of(item)
         if doc is not None:
-            coll, key = split_key(sk)
+            coll, key = split_key(record)
             server_docs.setdefault(coll, {})[key] = doc
     failures += _convergence(ev, server_docs)
     failures += _outboxes(ev)

@@ -28,6 +28,8 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 
 DOCS, COUNTERS = "docs", "counters"
+#: The app name of every device: its items' sort keys start with ``model/``.
+APP = "model"
 PLAIN = ("a", "b", "c")  # put, patched, deleted: few ids, so edits collide often
 ADDED = ("n0", "n1")  # created with add() (DocumentExistsError when taken)
 COUNTER_IDS = ("k0", "k1")

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pysync._sync._items import sort_key
+
 from .device import Device
 from .oracle import (
     DeviceEnd,
@@ -23,9 +25,10 @@ from .oracle import (
     canon,
     check,
     doc_of,
+    record_key,
     system_of,
 )
-from .program import COUNTERS, Program, Step, describe
+from .program import APP, COUNTERS, Program, Step, describe
 
 #: Rounds of syncing every device before the end is declared not quiet.
 ROUNDS = 12
@@ -370,7 +373,7 @@ class Run:
     # -- writes that bypass pysync ---------------------------------------------------------
 
     def _key(self, coll: str, key: str) -> dict[str, Any]:
-        return {"pk": {"S": self.world.scope}, "sk": {"S": f"{coll}#{key}"}}
+        return {"pk": {"S": self.world.scope}, "sk": {"S": sort_key(APP, coll, key)}}
 
     async def _get(self, key: dict[str, Any]) -> Item | None:
         got = await self.world.call(
@@ -457,7 +460,7 @@ class Run:
             self.n,
             self.step_no,
             kind,
-            key["sk"]["S"],
+            record_key(key["sk"]["S"]),
             contract,
             old,
             new,

@@ -14,6 +14,7 @@ import pytest
 
 import pysync
 from pysync import AppSchema, CollectionSpec, HttpRemote, Index, RemoteError, Sync
+from pysync._sync._items import sort_key
 from pysync.server import DynamoDBLocal, ProxyConfig, create_tables, dynamodb_client, local_session
 from pysync.testing import MemoryBrowser
 
@@ -90,7 +91,7 @@ def server_item(direct: Direct, user: str, key: str) -> dict[str, Any] | None:
         {
             "TableName": TABLE,
             "ConsistentRead": True,
-            "Key": {"pk": {"S": f"u#{user}"}, "sk": {"S": f"todos#{key}"}},
+            "Key": {"pk": {"S": f"u#{user}"}, "sk": {"S": sort_key("app", "todos", key)}},
         },
     )
     return got.get("Item")
@@ -132,7 +133,7 @@ async def test_base_sync_brings_everything_including_writes_that_bypass_the_prox
                 "TableName": TABLE,
                 "Item": {
                     "pk": {"S": f"u#{user}"},
-                    "sk": {"S": f"todos#d{i:02}"},
+                    "sk": {"S": sort_key("app", "todos", f"d{i:02}")},
                     "id": {"S": f"d{i:02}"},
                     "done": {"BOOL": i % 2 == 0},
                     "_v": {"N": "1"},

@@ -24,6 +24,7 @@ import pytest
 
 import pysync
 from pysync import AppSchema, CollectionSpec, HttpRemote, RemoteError, Sync
+from pysync._sync._items import sort_key
 from pysync.server import (
     Changelog,
     DynamoDBLocal,
@@ -206,7 +207,7 @@ async def device(issue9_proxy: str, user: str) -> AsyncIterator[Callable[..., Aw
 
 
 def key(user: str, doc_id: str) -> dict[str, Any]:
-    return {"pk": S(f"u#{user}"), "sk": S(f"todos#{doc_id}")}
+    return {"pk": S(f"u#{user}"), "sk": S(sort_key("app", "todos", doc_id))}
 
 
 def server_item(ddb: Any, user: str, doc_id: str) -> dict[str, Any] | None:
@@ -251,7 +252,7 @@ async def logged(ddb: Any, user: str, match: Callable[[dict[str, Any]], bool]) -
 def holds_current(ddb: Any, user: str, doc_id: str) -> bool:
     """Whether the changelog's last entry of ``doc_id`` is the item as the server has it now."""
     item = server_item(ddb, user, doc_id)
-    mine = [e for e in changelog(ddb, TABLE, f"u#{user}") if e["key"] == S(f"todos#{doc_id}")]
+    mine = [e for e in changelog(ddb, TABLE, f"u#{user}") if e["key"] == key(user, doc_id)["sk"]]
     if not mine:
         return item is None
     last = mine[-1]
@@ -276,7 +277,7 @@ def of(doc_id: str, **image: Any) -> Callable[[dict[str, Any]], bool]:
     """Matches changelog entries of ``doc_id`` (``op`` and image fields given as keywords)."""
 
     def match(entry: dict[str, Any]) -> bool:
-        if entry["key"] != S(f"todos#{doc_id}"):
+        if entry["key"] != S(sort_key("app", "todos", doc_id)):
             return False
         if "op" in image and entry["op"] != S(image["op"]):
             return False

@@ -598,6 +598,29 @@ def edge_requests(scope: str) -> list[tuple[str, dict[str, Any]]]:
                 "ScanIndexForward": False,
             },
         ),
+        # A base sync's Query: one namespace's items (begins_with on the sort key), paged.
+        *[
+            (
+                "Query",
+                {
+                    "TableName": t,
+                    "KeyConditionExpression": condition,
+                    "ExpressionAttributeValues": {":p": {"S": scope}, ":ns": {"S": prefix}},
+                    "ConsistentRead": True,
+                    "ScanIndexForward": forward,
+                    **({"Limit": limit} if limit else {}),
+                    **({"ExclusiveStartKey": k(start)} if start else {}),
+                },
+            )
+            for condition in ("pk = :p AND begins_with(sk, :ns)", "begins_with(sk,:ns) AND pk = :p")
+            for prefix, forward, limit, start in (
+                ("tx", True, 2, None),
+                ("tx", True, 2, "tx0"),
+                ("tx", False, None, None),
+                ("tx", True, None, "a"),  # a start key outside the prefix
+                ("nope", True, None, None),
+            )
+        ],
         # The changelog table: numbers as sort keys.
         *[
             (
@@ -780,6 +803,26 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
             "ExpressionAttributeValues": {":p": {"S": "u#x"}, ":c": {"S": "3"}},
         },
     ),
+    *[
+        (
+            "Query",
+            {
+                "TableName": table,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": {":p": {"S": "u#x"}, ":ns": value},
+            },
+        )
+        for table, condition, value in (
+            (f"{TABLE}_changes", "pk = :p AND begins_with(sk, :ns)", {"N": "1"}),
+            (f"{TABLE}_changes", "pk = :p AND begins_with(sk, :ns)", {"S": "1"}),
+            (TABLE, "pk = :p AND begins_with(sk, :ns)", {"N": "1"}),
+            (TABLE, "pk = :p AND begins_with(sk, :ns)", {"S": ""}),
+            (TABLE, "begins_with(pk, :p) AND sk = :ns", {"S": "a"}),
+            (TABLE, "pk = :p AND begins_with(sk, :ns) AND sk > :ns", {"S": "a"}),
+            (TABLE, "pk = :p AND attribute_exists(sk) AND sk > :ns", {"S": "a"}),
+            (TABLE, "pk = :p AND BEGINS_WITH(sk, :ns)", {"S": "a"}),
+        )
+    ],
     (
         "Query",
         {

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pysync._sync._items import sort_key
 from pysync.server import DynamoDBLocal, Signer, local_session
 from pysync.testing import MemoryDynamo
 
@@ -143,11 +144,14 @@ async def test_the_contract_sample_of_the_docs_runs_and_is_not_stamped(
     sample = contract[start : contract.index("\n```", start)]
     table = make_tables("stamp")
     consumer = await start_consumer(table)
-    exec(sample.replace('"pysync"', repr(table)), {"client": ddb})  # creates u#alice todos#a
+    # Creates u#alice todo-app/todos#a: the document a of the app todo-app's todos.
+    exec(sample.replace('"pysync"', repr(table)), {"client": ddb})
     await wait_until(lambda: len(changelog(ddb, table, "u#alice")) == 1)
     await sentinel(ddb, table)
     got = ddb.get_item(
-        TableName=table, Key={"pk": S("u#alice"), "sk": S("todos#a")}, ConsistentRead=True
+        TableName=table,
+        Key={"pk": S("u#alice"), "sk": S(sort_key("todo-app", "todos", "a"))},
+        ConsistentRead=True,
     )
     item = got["Item"]
     assert (item["title"], item["_v"]) == (S("oat milk"), N(1))

@@ -19,6 +19,7 @@ import pytest
 import pysync
 from pysync import AppSchema, CollectionSpec, Replica, Sync
 from pysync._sync._feed import STABLE_MS
+from pysync._sync._items import sort_key
 from pysync.testing import MemoryBrowser, MemoryConnection, MemoryDynamo, MemoryEventSource
 
 USER = "rt"
@@ -311,7 +312,7 @@ async def test_a_notify_or_a_local_write_during_a_sync_starts_another_round(
     b.sync.notify()
     await until(lambda: b.replica.status.pending == 0 and b.pulls() == 5)
     db: MemoryDynamo = b.remote.db
-    assert db.item("pysync", SCOPE, "docs#w") is not None
+    assert db.item("pysync", SCOPE, sort_key("app", "docs", "w")) is not None
 
 
 async def test_only_the_leader_tab_applies_the_feed(devices: Any, db: MemoryDynamo) -> None:

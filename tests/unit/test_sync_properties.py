@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 import pysync
 from pysync import AppSchema, CollectionSpec, DocumentNotFoundError, RemoteError, Sync
 from pysync._marshal import from_item
+from pysync._sync._items import sort_key
 from pysync.testing import MemoryBrowser, MemoryConnection, MemoryDynamo
 
 TABLE = "pysync"
@@ -200,7 +201,7 @@ async def open_world(count: int, strategies: list[str], lagging: bool) -> World:
                 "TableName": TABLE,
                 "Item": {
                     "pk": {"S": SCOPE},
-                    "sk": {"S": f"docs#{key}"},
+                    "sk": {"S": sort_key("app", "docs", key)},
                     "id": {"S": key},
                     "n": {"N": "0"},
                     "_v": {"N": "1"},
@@ -709,7 +710,7 @@ async def test_bug9_a_write_settled_after_its_record_last_changed_waits_forever(
     assert cursor is not None
     # An uncertain create of d first sent when d's last change was already in the changelog.
     entry = {"collection": "docs", "id": "d", "mid": "m-never-sent", "since": cursor}
-    item = db.item(TABLE, SCOPE, "docs#d")
+    item = db.item(TABLE, SCOPE, sort_key("app", "docs", "d"))
     assert item is not None
     assert await a.sync.puller.landed({**entry, "base_v": None, "new": True}, item) is False
 

@@ -12,6 +12,7 @@ from typing import Any
 from .._merge import Strategy
 from .._remote import Remote, RemoteError, token_function
 from .._replica import Replica, Status
+from .._schema import check_name
 from ._feed import RealtimeFeed
 from ._pull import Puller, PullReport
 from ._push import Pusher, PushReport
@@ -37,6 +38,12 @@ class Sync:
     ``pack_size`` is how many independent changes go out in one
     ``TransactWriteItems`` (DynamoDB bills transactional writes twice; 1 sends
     each change alone: half the write capacity, many more requests).
+
+    ``namespace`` (by default the replica's app name) is the part of the table
+    and scope this app owns: its items' sort keys are
+    ``<namespace>/<collection>#<id>``, so several apps can share one table and
+    scope without seeing each other's documents. Two app names that should
+    share their documents pass the same ``namespace``.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class Sync:
         *,
         table: str = "pysync",
         scope: str | None = None,
+        namespace: str | None = None,
         strategy: Strategy = "lww",
         strategies: Mapping[str, Strategy] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -55,13 +63,16 @@ class Sync:
             raise ValueError(f"pack_size must be from 1 to 100, not {pack_size}")
         self.replica = replica
         self.scope = scope or f"u#{replica.user}"
+        what = "namespace" if namespace is not None else "namespace (the app name)"
+        self.namespace = check_name(replica.app if namespace is None else namespace, what)
         per_collection = dict(strategies or {})
-        self.puller = Puller(replica, remote, table, self.scope)
+        self.puller = Puller(replica, remote, table, self.scope, self.namespace)
         self.pusher = Pusher(
             replica,
             remote,
             table,
             self.scope,
+            self.namespace,
             lambda c: per_collection.get(c, strategy),
             self.puller,
             sleep,

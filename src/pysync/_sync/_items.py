@@ -1,10 +1,14 @@
 """How documents map to DynamoDB items and changelog entries.
 
-Data item: ``pk`` = scope, ``sk`` = ``<collection>#<id>``, the document's fields
-at the top level, and the system fields ``_v`` (version), ``_hlc``, ``_c``
-(client), ``_m`` (mutation id), ``_del`` (tombstone), ``_ttl``. Int ids are
-written ``n:<int>`` in the sort key (and str ids that could be mistaken for a
-tag get ``s:``), so the id's type survives a delete that carries no item.
+Data item: ``pk`` = scope, ``sk`` = ``<namespace>/<collection>#<id>``, the
+document's fields at the top level, and the system fields ``_v`` (version),
+``_hlc``, ``_c`` (client), ``_m`` (mutation id), ``_del`` (tombstone), ``_ttl``.
+The namespace (by default the app name given to ``connect``) keeps the apps that
+share a table and a scope apart: each reads and writes only the items under its
+own ``<namespace>/``. Neither a namespace nor a collection name holds ``/`` or
+``#``, so the first ``/`` and the first ``#`` after it split a sort key. Int ids
+are written ``n:<int>`` (and str ids that could be mistaken for a tag get
+``s:``), so the id's type survives a delete that carries no item.
 """
 
 from __future__ import annotations
@@ -22,20 +26,36 @@ SYSTEM = ("pk", "sk", "_v", "_hlc", "_c", "_m", "_del", "_ttl")
 State = tuple["int | None", "str | None"]
 
 
-def sort_key(collection: str, key: Key) -> str:
-    """The ``sk`` of a document."""
+def namespace_prefix(namespace: str) -> str:
+    """The start of the sort keys of every item of ``namespace``."""
+    return f"{namespace}/"
+
+
+def sort_key(namespace: str, collection: str, key: Key) -> str:
+    """The ``sk`` of a document of ``collection`` in ``namespace``."""
     if isinstance(key, int):
-        return f"{collection}#n:{key}"
-    if key.startswith(("n:", "s:")):
-        return f"{collection}#s:{key}"
-    return f"{collection}#{key}"
+        raw = f"n:{key}"
+    elif key.startswith(("n:", "s:")):
+        raw = f"s:{key}"
+    else:
+        raw = key
+    return f"{namespace_prefix(namespace)}{collection}#{raw}"
 
 
-def parse_sort_key(sk: str) -> tuple[str, Key]:
-    """The collection and id of a ``sk``."""
-    collection, _, raw = sk.partition("#")
+def parse_sort_key(sk: str, namespace: str) -> tuple[str, Key] | None:
+    """The collection and id of a ``sk``; ``None`` if it is not of ``namespace``
+    (another app's item, or not one pysync wrote)."""
+    prefix = namespace_prefix(namespace)
+    if not sk.startswith(prefix):
+        return None
+    collection, found, raw = sk[len(prefix) :].partition("#")
+    if not found:
+        return None
     if raw.startswith("n:"):
-        return collection, int(raw[2:])
+        try:
+            return collection, int(raw[2:])
+        except ValueError:
+            return None
     if raw.startswith("s:"):
         return collection, raw[2:]
     return collection, raw

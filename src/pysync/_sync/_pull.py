@@ -11,7 +11,10 @@ Invariants:
   own acknowledged write may be newer than the entries a pull is reading.
 * A ``seq`` that does not follow the one before (the cursor, then each entry)
   means entries expired: the replica does a base sync (a paginated read of the
-  whole scope, then catch-up).
+  namespace's items in the scope, then catch-up).
+* Only the items of this replica's namespace (``<namespace>/`` in the sort key)
+  are its own: entries of other namespaces (other apps sharing the table and
+  scope) are never applied nor counted, but the cursor moves past them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ._items import (
     State,
     base_state_of,
     document_of,
+    namespace_prefix,
     parse_sort_key,
     sort_key,
     state_of,
@@ -86,14 +90,17 @@ class PullReport:
 
 
 class Puller:
-    """Pulls one scope of one table into a replica."""
+    """Pulls one namespace of one scope of one table into a replica."""
 
-    def __init__(self, replica: Replica, remote: Remote, table: str, scope: str) -> None:
+    def __init__(
+        self, replica: Replica, remote: Remote, table: str, scope: str, namespace: str
+    ) -> None:
         self.replica = replica
         self.remote = remote
         self.table = table
         self.changes_table = f"{table}_changes"
         self.scope = scope
+        self.namespace = namespace
         self.cursor_key = f"cursor:{scope}"
         self.stale_prefix = f"stale:{scope}:"
         self.tomb_prefix = tomb_prefix(scope)
@@ -124,13 +131,14 @@ class Puller:
                         # from the data table, then catch up from its head.
                         cursor = head = await self.base_sync(report, progress)
                         break
-                    changes = [await self._change(item) for item in items]
-                    if changes:
+                    if items:
+                        # Entries of other namespaces are not applied, but passed.
+                        changes = await self._changes(items)
                         report.pages += 1
                         if progress:
                             progress(report.pages)
-                        await self.apply(changes, report, cursor=changes[-1].seq)
-                        cursor = changes[-1].seq
+                        await self.apply(changes, report, cursor=last)
+                        cursor = last
                     if not more:
                         return report
                     await asyncio.sleep(0)  # let the page breathe between pages
@@ -149,7 +157,7 @@ class Puller:
         changes = []
         for mark in marks:
             collection, key = mark["collection"], mark["id"]
-            item = await self.read(sort_key(collection, key))
+            item = await self.read(sort_key(self.namespace, collection, key))
             if item is None:
                 changes.append(_Change(collection, key, cursor, None, None))
             else:
@@ -171,11 +179,15 @@ class Puller:
         return item
 
     async def apply_entries(self, items: list[dict[str, Any]]) -> PullReport:
-        """Apply changelog entries received out of band (realtime), in seq order."""
+        """Apply changelog entries received out of band (realtime), in seq order.
+
+        The cursor moves to the last entry's seq, also past entries of other
+        namespaces, which are not applied.
+        """
         report = PullReport()
-        changes = [await self._change(item) for item in items]
-        if changes:
-            await self.apply(changes, report, cursor=changes[-1].seq)
+        if items:
+            changes = await self._changes(items)
+            await self.apply(changes, report, cursor=int(items[-1]["sk"]["N"]))
         return report
 
     async def landed(self, entry: Entry, item: dict[str, Any]) -> bool | None:
@@ -198,7 +210,7 @@ class Puller:
         after its first send (``sent``): the stream consumer must run.
         """
         mid, since = entry["mid"], int(entry.get("since", 0))
-        target = sort_key(entry["collection"], entry["id"])
+        target = sort_key(self.namespace, entry["collection"], entry["id"])
         state = state_of(document_of(item)[1])
         if state == base_state_of(entry):
             return False  # the item is still the state the edit was made on
@@ -265,9 +277,22 @@ class Puller:
         )
         return int(got.get("Item", {}).get("head", {}).get("N", 0))
 
-    async def _change(self, item: dict[str, Any]) -> _Change:
+    async def _changes(self, items: list[dict[str, Any]]) -> list[_Change]:
+        """The changes of changelog entries, leaving out those of other namespaces."""
+        changes = []
+        for item in items:
+            change = await self._change(item)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    async def _change(self, item: dict[str, Any]) -> _Change | None:
+        """The change of a changelog entry; ``None`` for another namespace's item."""
         seq = int(item["sk"]["N"])
-        collection, key = parse_sort_key(item["key"]["S"])
+        parsed = parse_sort_key(item["key"]["S"], self.namespace)
+        if parsed is None:
+            return None  # another app's item: never read, applied or counted
+        collection, key = parsed
         if item.get("op", {}).get("S") == "put" and "item" not in item:
             # "trunc": the new image was too large for the entry; read the item itself
             # (it may be newer than this entry: later entries apply on top).
@@ -389,7 +414,8 @@ class Puller:
     async def base_sync(
         self, report: PullReport, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Rebuild the scope from the data table; returns the cursor it ends at."""
+        """Rebuild the namespace's part of the scope from the data table; returns the
+        cursor it ends at."""
         report.base_sync = True
         head = await self.head()
         seen: set[tuple[str, Key]] = set()
@@ -398,8 +424,11 @@ class Puller:
         def query(start: dict[str, Any] | None) -> asyncio.Future[dict[str, Any]]:
             request: dict[str, Any] = {
                 "TableName": self.table,
-                "KeyConditionExpression": "pk = :p",
-                "ExpressionAttributeValues": {":p": to_attr(self.scope)},
+                "KeyConditionExpression": "pk = :p AND begins_with(sk, :ns)",
+                "ExpressionAttributeValues": {
+                    ":p": to_attr(self.scope),
+                    ":ns": to_attr(namespace_prefix(self.namespace)),
+                },
                 "ConsistentRead": True,
                 "Limit": BASE_PAGE,
             }
@@ -421,10 +450,13 @@ class Puller:
                 for i in range(0, len(items), APPLY_CHUNK):
                     changes = []
                     for item in items[i : i + APPLY_CHUNK]:
-                        collection, key = parse_sort_key(item["sk"]["S"])
+                        parsed = parse_sort_key(item["sk"]["S"], self.namespace)
+                        if parsed is None:  # under the prefix, but not a document's key
+                            continue
+                        collection, key = parsed
                         seen.add((collection, key))
                         changes.append(_image_change(collection, key, head, item))
-                    latest = max(latest, *(c.hlc for c in changes))
+                    latest = max([latest, *(c.hlc for c in changes)])
                     # A snapshot replaces local state; the cursor moves only at the end.
                     await self.apply(changes, report, cursor=None, force=True, observe=False)
         finally:

@@ -118,6 +118,7 @@ class Pusher:
         remote: Remote,
         table: str,
         scope: str,
+        namespace: str,
         strategy: Callable[[str], Strategy],
         history: Puller,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -129,6 +130,7 @@ class Pusher:
         self.remote = remote
         self.table = table
         self.scope = scope
+        self.namespace = namespace
         self.strategy = strategy
         self.history = history
         self.sleep = sleep
@@ -330,7 +332,7 @@ class Pusher:
 
         Raises a retryable RemoteError if the item exists again: the settle starts over.
         """
-        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+        key = {"pk": self.scope, "sk": self._sort_key(entry)}
         probe = {
             **key,
             "_v": 1,
@@ -352,15 +354,19 @@ class Pusher:
             raise RemoteError("ItemChanged", "the item was written again", 503, {}) from error
         return to_item(probe)
 
+    def _sort_key(self, entry: Entry) -> str:
+        """The ``sk`` of an entry's record."""
+        return sort_key(self.namespace, entry["collection"], entry["id"])
+
     async def _current(self, entry: Entry) -> dict[str, Any] | None:
         """The server's item of an entry's record (``None`` if there is none)."""
-        return await self.history.read(sort_key(entry["collection"], entry["id"]))
+        return await self.history.read(self._sort_key(entry))
 
     # -- requests ---------------------------------------------------------------------
 
     def _write(self, entry: Entry) -> tuple[str, dict[str, Any], int | None]:
         """The operation and request of one entry, and the version it creates (if known)."""
-        key = {"pk": self.scope, "sk": sort_key(entry["collection"], entry["id"])}
+        key = {"pk": self.scope, "sk": self._sort_key(entry)}
         base_v = entry["base_v"]
         system = {"_hlc": entry["hlc"], "_c": self.replica.client_id, "_m": entry["mid"]}
         if entry["op"] == "patch" and base_v is not None:

@@ -1282,19 +1282,35 @@ def _parse_key_condition(
     terms: dict[str, tuple[str, AttributeValue]] = {}
     while True:
         if parser.peek().kind == "word" and parser.peek(1).text == "(":
-            raise _unsupported(f"the function {parser.peek().text} in KeyConditionExpression")
-        name = parser.path()
-        operator = parser.take()
-        if operator.keyword == "BETWEEN":
-            raise _unsupported("BETWEEN in KeyConditionExpression")
-        if operator.text not in _COMPARATORS or operator.text == "<>":
-            raise _invalid(
-                f"Invalid operator used in KeyConditionExpression: {operator.text.upper()}"
-            )
-        value = parser.value()
-        if name not in ("pk", "sk") or name in terms:
+            function = parser.take().text
+            if function not in _FUNCTIONS:
+                raise parser.error(f"Invalid function name; function: {function}")
+            if function != "begins_with":
+                raise _invalid(f"Invalid operator used in KeyConditionExpression: {function}")
+            parser.expect("(")
+            name = parser.path()
+            parser.expect(",")
+            value = parser.value()
+            parser.expect(")")
+            comparator = "begins_with"
+        else:
+            name = parser.path()
+            operator = parser.take()
+            if operator.keyword == "BETWEEN":
+                raise _unsupported("BETWEEN in KeyConditionExpression")
+            if operator.text not in _COMPARATORS or operator.text == "<>":
+                raise _invalid(
+                    f"Invalid operator used in KeyConditionExpression: {operator.text.upper()}"
+                )
+            value = parser.value()
+            comparator = operator.text
+        if name not in ("pk", "sk"):
             raise _invalid("Query condition missed key schema element")
-        terms[name] = (operator.text, value)
+        if name in terms:
+            raise _invalid("KeyConditionExpressions must only contain one condition per key")
+        if comparator == "begins_with" and name == "pk":
+            raise _invalid("Query key condition not supported")
+        terms[name] = (comparator, value)
         following = parser.peek()
         if following.kind == "end":
             break
@@ -1314,13 +1330,24 @@ def _parse_key_condition(
     if "sk" not in terms:
         return scope_value["S"], lambda _sk: True
     comparator, bound_value = terms["sk"]
+    if comparator == "begins_with" and "S" not in bound_value:  # B too, which no table uses
+        raise _invalid(
+            "Invalid KeyConditionExpression: Incorrect operand type for operator or function;"
+            f" operator or function: begins_with, operand type: {next(iter(bound_value))}"
+        )
     if table.sort_type not in bound_value:
         raise _invalid(
             "One or more parameter values were invalid: Condition parameter type does not match"
             " schema type"
         )
+    if bound_value == {"S": ""}:
+        raise _invalid(
+            "One or more parameter values are not valid. The AttributeValue for a key attribute"
+            " cannot contain an empty string value. Key: sk"
+        )
     bound = table.sort_value(bound_value)
     tests: dict[str, Callable[[Any], bool]] = {
+        "begins_with": lambda sk: bool(sk.startswith(bound)),
         "=": lambda sk: bool(sk == bound),
         "<": lambda sk: bool(sk < bound),
         "<=": lambda sk: bool(sk <= bound),
