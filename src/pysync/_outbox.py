@@ -6,7 +6,8 @@ An entry describes one record's pending change::
      "value": {...} (put), "set": {...}, "inc": {...} (patch),
      "base": {...} | None, "base_v": 3 | None, "base_m": "…" | None, "new": bool,
      "follows": "…" | None, "hlc": "…",
-     "group": "…" | None, "state": "pending" | "inflight" | "rejected", "error": None,
+     "group": "…" | None, "state": "pending" | "inflight" | "rejected",
+     "error": None | {"code": …, "message": …, "at": ms (when refused)},
      "since": 41, "sent": ms (once sent), "merged": bool (a conflict's result),
      "unsure": bool (rejected after an attempt whose outcome is unknown)}
 

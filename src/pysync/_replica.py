@@ -393,6 +393,8 @@ class Replica:
 
         await self.store.run([*collections, OUTBOX], "readwrite", body)
         self._watchers.changed(collections)
+        if self._channel is not None:
+            self._channel.post({"type": "changed", "collections": collections})
         await self._refresh_counts()
 
     async def sync_state(self, collection: str, key: Key) -> SyncState:

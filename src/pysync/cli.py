@@ -270,7 +270,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from .server import (
+        DEMO_SHARED_SCOPE,
         DEV_JWT_SECRET,
+        DEV_TOKEN_PATH,
+        DevTokens,
         DynamoDBLocal,
         ProxyConfig,
         create_app,
@@ -321,7 +324,15 @@ def _dev(args: argparse.Namespace) -> int:
             print("  note: no ./web directory here, so / serves nothing", flush=True)
         if config.pyscript_dir is not None:
             print(f"  PyScript:       {base}/pyscript/ (add #token=<token> to sync)", flush=True)
-        _run(create_app(config, session=session), args.host, args.port, args.log_level)
+        dev_tokens = DevTokens(
+            config.jwt_secret or DEV_JWT_SECRET,
+            scopes=(DEMO_SHARED_SCOPE, *args.scope),
+            audience=config.audience,
+            issuer=config.issuer,
+        )
+        print(f"  sign-in:        POST {base}{DEV_TOKEN_PATH} (dev only)\n", flush=True)
+        app = create_app(config, session=session, dev_tokens=dev_tokens)
+        _run(app, args.host, args.port, args.log_level)
     return 0
 
 

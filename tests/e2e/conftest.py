@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from textwrap import dedent
@@ -47,20 +47,37 @@ def _pysync_command() -> list[str]:
 
 
 class DemoServer:
-    """``pysync dev`` as a child process; ready once uvicorn listens and /healthz answers."""
+    """``pysync dev`` as a child process; ready once uvicorn listens and /healthz answers.
 
-    def __init__(self, log_path: Path) -> None:
+    ``args`` are more options of ``pysync dev`` (e.g. ``--pyodide-dir``). It can be
+    stopped and started again: on the same port (so the same origin for the browser),
+    with a fresh DynamoDB Local, appending to the same log.
+    """
+
+    def __init__(self, log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.args = tuple(args)
         self._ready = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self._starts = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._ready.clear()
+        self._starts += 1
         self._proc = subprocess.Popen(
-            [*_pysync_command(), "dev", "--port", str(self.port), "--log-level", "info"],
+            [
+                *_pysync_command(),
+                "dev",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+                *self.args,
+            ],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -80,13 +97,17 @@ class DemoServer:
         # Drains the pipe (the server must never block on a full one) into the log.
         assert self._proc is not None
         assert self._proc.stdout is not None
-        with self.log_path.open("w") as log:
+        with self.log_path.open("w" if self._starts == 1 else "a") as log:
             for line in self._proc.stdout:
                 log.write(line)
                 log.flush()
                 if _READY_LINE in line:
                     self._ready.set()
         self._ready.set()  # exited: wake start() so it fails at once
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
         proc = self._proc
@@ -194,13 +215,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture
-def demo(browser: Browser, server_url: str, request: pytest.FixtureRequest) -> Iterator[Demo]:
-    """A fresh context and page on the demo server (not yet navigated)."""
-    context = browser.new_context(viewport=config.VIEWPORT)  # type: ignore[arg-type]
+def new_demo(browser: Browser, url: str, viewport: dict[str, int] | None = None) -> Demo:
+    """A page in a fresh context (its own IndexedDB) on ``url``, recording its console."""
+    context = browser.new_context(viewport=viewport or config.VIEWPORT)  # type: ignore[arg-type]
     context.set_default_timeout(config.TIMEOUT_MS)
     page = context.new_page()
-    demo = Demo(page, context, server_url)
+    demo = Demo(page, context, url)
 
     def on_console(message: ConsoleMessage) -> None:
         demo.console_log.append(f"{message.type}: {message.text}")
@@ -209,9 +229,17 @@ def demo(browser: Browser, server_url: str, request: pytest.FixtureRequest) -> I
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: demo.console_errors.append(str(error)))
+    return demo
+
+
+@pytest.fixture
+def demo(browser: Browser, server_url: str, request: pytest.FixtureRequest) -> Iterator[Demo]:
+    """A fresh context and page on the demo server (not yet navigated)."""
+    demo = new_demo(browser, server_url)
+    page = demo.page
     try:
         yield demo
     finally:
         if request.node.stash.get(_FAILED, False) and not page.is_closed():
             demo.screenshot(f"failed-{request.node.name}")
-        context.close()
+        demo.context.close()

@@ -148,10 +148,14 @@ class Sync:
         # Not every change: a sync's own (syncing, progress, pending going down)
         # would wake the next round for nothing.
         before, self._status = self._status, status
+        if status.online != before.online and self._feed is not None:
+            self._feed.set_online(status.online)
         if (
             status.leader != before.leader
             or status.online != before.online
             or status.pending > before.pending
+            # A rejected change retried or discarded: the changes behind it may go now.
+            or status.rejected < before.rejected
         ):
             self.notify()
 

@@ -99,6 +99,14 @@ class RealtimeFeed:
             self._opening.cancel()
             self._opening = None
 
+    def set_online(self, online: bool) -> None:
+        """Close the stream while the device is offline; reopen it at once when back."""
+        if online:
+            self._failures = 0
+            self._schedule(0.0)
+        else:
+            self._close_source()
+
     def _schedule(self, delay: float) -> None:
         if not self._stopped and (self._opening is None or self._opening.done()):
             self._opening = asyncio.ensure_future(self._open(delay))
@@ -115,7 +123,7 @@ class RealtimeFeed:
             self._schedule(self._next_delay())
             return
         self._opening = None
-        if self._stopped:
+        if self._stopped or not self._platform.online():  # set_online(True) reopens it
             return
         query = {**self._params, "token": token}
         if after is not None:

@@ -760,7 +760,8 @@ class Pusher:
         """Move the batch to ``rejected``; ``unsure``: an earlier attempt may have landed,
         so a retry settles it first."""
         report.rejected += len(batch)
-        error_fields = {"code": error.code, "message": error.message}
+        at = self.replica.platform.now_ms()  # tells a refusal after a retry from the first
+        error_fields = {"code": error.code, "message": error.message, "at": at}
         extra = {"unsure": True} if unsure else {}
         await self._set_state(batch, REJECTED, error=error_fields, **extra)
         await self.replica._refresh_counts()

@@ -6,6 +6,7 @@ Routes:
   ``Content-Type: application/x-amz-json-1.0``, ``Authorization: Bearer <jwt>``).
 - ``GET /changes?scope=<scope>`` — realtime changelog entries as Server-Sent Events.
 - ``GET /healthz`` — liveness.
+- ``POST /dev/token`` — dev-only sign-in (only with ``dev_tokens``; see ``_devtokens``).
 - ``/pyodide/`` — the offline Pyodide distribution (``config.pyodide_dir``).
 - ``/pyscript/`` — npm ``@pyscript/core``'s ``dist`` (``config.pyscript_dir``); other names
   there come from ``<web_dir>/pyscript/`` (the PyScript example page).
@@ -39,6 +40,7 @@ from .. import __version__
 from ._auth import TokenVerifier
 from ._changelog import Changelog
 from ._config import ProxyConfig
+from ._devtokens import DEV_TOKEN_PATH, DevTokens
 from ._dynamo import DynamoDBAPI
 from ._errors import ProxyError, SerializationError, Throttled, ValidationError
 from ._forward import Forwarder
@@ -295,12 +297,14 @@ def create_app(
     session: botocore.session.Session | None = None,
     verifier: TokenVerifier | None = None,
     policy: Policy | None = None,
+    dev_tokens: DevTokens | None = None,
 ) -> Starlette:
     """Build the proxy ASGI app.
 
     ``session`` is the botocore session whose credential chain signs requests
     (default: a new session using ``config.aws_profile``). ``verifier`` and
-    ``policy`` default to what ``config`` describes.
+    ``policy`` default to what ``config`` describes. ``dev_tokens`` mounts the
+    dev-only sign-in ``POST /dev/token`` (``pysync dev`` only, never ``serve``).
     """
     if session is None:
         session = botocore.session.Session(profile=config.aws_profile)
@@ -346,6 +350,8 @@ def create_app(
         Route(API_PATH + "/", endpoint.handle, methods=["POST"]),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
+    if dev_tokens is not None:
+        routes.append(Route(DEV_TOKEN_PATH, dev_tokens.handle, methods=["POST"]))
     if config.pyodide_dir is not None:
         routes.append(Mount("/pyodide", app=_StaticFiles(directory=config.pyodide_dir)))
     if config.pyscript_dir is not None:
