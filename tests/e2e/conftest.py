@@ -215,9 +215,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-def new_demo(browser: Browser, url: str, viewport: dict[str, int] | None = None) -> Demo:
-    """A page in a fresh context (its own IndexedDB) on ``url``, recording its console."""
-    context = browser.new_context(viewport=viewport or config.VIEWPORT)  # type: ignore[arg-type]
+def new_demo(
+    browser: Browser, url: str, viewport: dict[str, int] | None = None, **options: Any
+) -> Demo:
+    """A page in a fresh context (its own IndexedDB) on ``url``, recording its console.
+
+    ``options`` go to ``browser.new_context`` (e.g. ``service_workers="block"``).
+    """
+    context = browser.new_context(viewport=viewport or config.VIEWPORT, **options)  # type: ignore[arg-type]
     context.set_default_timeout(config.TIMEOUT_MS)
     page = context.new_page()
     demo = Demo(page, context, url)
