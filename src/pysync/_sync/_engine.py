@@ -107,10 +107,7 @@ class Sync:
             return await self._pull()
 
     async def _pull(self) -> PullReport:
-        def progress(page: int) -> None:
-            self.replica._set_status(progress=f"pulling page {page}")
-
-        return await self.puller.pull(progress)
+        return await self.puller.pull(lambda what: self.replica._set_status(progress=what))
 
     async def sync(self) -> SyncReport:
         """Push, then pull, then push what conflicts produced; return what happened."""

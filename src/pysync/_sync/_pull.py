@@ -110,8 +110,11 @@ class Puller:
         found = await self.replica.store.get(META, self.cursor_key)
         return None if found is None else int(found["seq"])
 
-    async def pull(self, progress: Callable[[int], None] | None = None) -> PullReport:
-        """Catch up with the changelog (with a base sync first if needed)."""
+    async def pull(self, progress: Callable[[str], None] | None = None) -> PullReport:
+        """Catch up with the changelog (with a base sync first if needed).
+
+        ``progress`` hears what is going on: ``"pulling page 3"``, ``"base sync: page 2"``.
+        """
         report = PullReport()
         cursor = await self.cursor()
         if cursor is None:
@@ -136,7 +139,7 @@ class Puller:
                         changes = await self._changes(items)
                         report.pages += 1
                         if progress:
-                            progress(report.pages)
+                            progress(f"pulling page {report.pages}")
                         await self.apply(changes, report, cursor=last)
                         cursor = last
                     if not more:
@@ -412,7 +415,7 @@ class Puller:
             await self.replica.observe(latest)
 
     async def base_sync(
-        self, report: PullReport, progress: Callable[[int], None] | None = None
+        self, report: PullReport, progress: Callable[[str], None] | None = None
     ) -> int:
         """Rebuild the namespace's part of the scope from the data table; returns the
         cursor it ends at."""
@@ -445,7 +448,7 @@ class Puller:
                 following = query(start) if start else None
                 report.pages += 1
                 if progress:
-                    progress(report.pages)
+                    progress(f"base sync: page {report.pages}")
                 items = page.get("Items", [])
                 for i in range(0, len(items), APPLY_CHUNK):
                     changes = []
