@@ -8,13 +8,28 @@ assembles ``build/pyodide/``:
 * the pure-Python wheels that pytest-pyodide loads by name inside the page
   (pytest for assertion rewriting, tblib for tracebacks, micropip), downloaded
   from PyPI at exactly the versions of Pyodide's lock file;
-* the pysync wheel, built from ``src/``, registered in the lock as ``pysync``.
+* the pysync wheel, built from ``src/``, registered in the lock as ``pysync``;
+* ``build.json``: the build's id and the files the page's service worker
+  (``web/sw.js``) precaches for offline use, with their sizes and sha256.
+
+Every build of the wheel has its own version, ``<release>+g<hash>`` (PEP 440 local
+version; the hash is over the files of ``src/pysync``), in its file name and its
+metadata: the same source gives the same version, any change a new file name, so no
+browser cache (the service worker's, PyScript's) keeps serving an older wheel under
+the current name. hatchling gets it from :func:`wheel_version` (pyproject.toml's
+``[tool.hatch.version]``), which reads ``$PYSYNC_WHEEL_VERSION``; other builds
+(``pip install -e .``) get the plain release.
 
 ``pyodide-lock.json`` is rewritten to list only the packages present, with the
 sha256 of the files actually shipped, so a missing package fails loudly.
 
 Idempotent: downloads are cached in ``build/wheel-cache/``; the runtime files
-are copied only when they changed.
+are copied only when they changed. Files are replaced, never rewritten in place,
+and the two previous pysync wheels stay, so a page that read the previous lock
+still finds its wheel while ``build/pyodide/`` is being rebuilt.
+
+This module only imports the standard library at the top: hatchling executes it to
+read :func:`wheel_version`.
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +52,18 @@ CACHE = ROOT / "build" / "wheel-cache"
 
 # Packages pytest-pyodide loads by name inside the page, with their dependencies.
 TEST_PACKAGES = ("pytest", "tblib", "micropip", "packaging")
+# The environment variable that gives hatchling the version to build with.
+VERSION_VARIABLE = "PYSYNC_WHEEL_VERSION"
+# Files the page needs to boot, precached by the service worker (with the pysync wheel).
+BOOT_FILES = (
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+)
+# pysync wheels kept besides the current one (for pages that read an older lock).
+KEEP_OLD_WHEELS = 2
 RUNTIME_FILES = (
     "pyodide.js",
     "pyodide.mjs",
@@ -49,6 +78,39 @@ RUNTIME_FILES = (
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def release(source: Path = ROOT) -> str:
+    """pysync's release, ``__version__`` of ``src/pysync/__init__.py``."""
+    init = (source / "src" / "pysync" / "__init__.py").read_text()
+    found = re.search(r"""^__version__ = ["']([^"']+)["']""", init, re.MULTILINE)
+    if found is None:
+        raise ValueError(f"no __version__ in {source / 'src' / 'pysync' / '__init__.py'}")
+    return found.group(1)
+
+
+def source_hash(source: Path = ROOT) -> str:
+    """sha256 over the paths and contents of the files of ``src/pysync`` (caches excluded)."""
+    package = source / "src" / "pysync"
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        name = path.relative_to(package).as_posix().encode()
+        data = path.read_bytes()
+        digest.update(b"%d:%s%d:" % (len(name), name, len(data)))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def build_version(source: Path = ROOT) -> str:
+    """The version of a wheel built from ``source``: ``<release>+g<first 10 hex of the hash>``."""
+    return f"{release(source)}+g{source_hash(source)[:10]}"
+
+
+def wheel_version() -> str:
+    """What hatchling builds with: ``$PYSYNC_WHEEL_VERSION``, else the plain release."""
+    return os.environ.get(VERSION_VARIABLE) or release(Path(__file__).resolve().parent.parent)
 
 
 def _closure(packages: dict[str, dict[str, object]], roots: tuple[str, ...]) -> list[str]:
@@ -103,15 +165,19 @@ def _fetch_wheel(name: str, version: str, file_name: str) -> Path:
     return target
 
 
-def build_pysync_wheel() -> Path:
-    """Build the pysync wheel from the working tree into ``build/wheel/``."""
-    out = ROOT / "build" / "wheel"
+def build_pysync_wheel(source: Path = ROOT) -> Path:
+    """Build the pysync wheel of the tree ``source`` into ``<source>/build/wheel/``.
+
+    Its version is :func:`build_version` of that tree.
+    """
+    out = source / "build" / "wheel"
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), "-q"],
-        cwd=ROOT,
+        cwd=source,
         check=True,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, VERSION_VARIABLE: build_version(source)},
     )
     (wheel,) = out.glob("pysync-*.whl")
     return wheel
@@ -120,16 +186,58 @@ def build_pysync_wheel() -> Path:
 def _copy_if_changed(src: Path, dst: Path) -> None:
     if dst.exists() and dst.stat().st_size == src.stat().st_size and _sha256(dst) == _sha256(src):
         return
-    shutil.copyfile(src, dst)
+    # Into a new file, then renamed: a reader never sees a half-written one.
+    partial = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+    shutil.copyfile(src, partial)
+    os.replace(partial, dst)
 
 
-def build(with_test_packages: bool = True) -> Path:
-    """Assemble ``build/pyodide/`` and return its path."""
+def _write_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _prune_old_wheels(dist: Path, current: str) -> None:
+    old = sorted(
+        (path for path in dist.glob("pysync-*.whl") if path.name != current),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for path in old[KEEP_OLD_WHEELS:]:
+        path.unlink(missing_ok=True)
+
+
+def build_info(dist: Path, lock: dict[str, object]) -> dict[str, object]:
+    """``build.json``: the build's id and the files to precache for offline use.
+
+    ``precache`` lists the boot files and the pysync wheel (with its dependencies per the
+    lock), relative to the dist, each with its size and sha256; ``build`` is a hash of
+    that list, so it changes whenever one of those files does.
+    """
+    packages = lock["packages"]
+    assert isinstance(packages, dict)
+    wheels = [str(packages[name]["file_name"]) for name in _closure(packages, ("pysync",))]
+    precache = [
+        {"url": name, "size": (dist / name).stat().st_size, "sha256": _sha256(dist / name)}
+        for name in (*BOOT_FILES, *wheels)
+    ]
+    build_id = hashlib.sha256(json.dumps(precache, sort_keys=True).encode()).hexdigest()[:16]
+    pysync = packages["pysync"]
+    return {
+        "build": build_id,
+        "pysync": {"version": pysync["version"], "file_name": pysync["file_name"]},
+        "precache": precache,
+    }
+
+
+def build(with_test_packages: bool = True, dist: Path = DIST, source: Path = ROOT) -> Path:
+    """Assemble ``dist`` (default ``build/pyodide/``) with the wheel of ``source``; return it."""
     if not NPM_PYODIDE.exists():
         raise SystemExit("node_modules/pyodide is missing: run `npm ci` first")
-    DIST.mkdir(parents=True, exist_ok=True)
+    dist.mkdir(parents=True, exist_ok=True)
     for name in RUNTIME_FILES:
-        _copy_if_changed(NPM_PYODIDE / name, DIST / name)
+        _copy_if_changed(NPM_PYODIDE / name, dist / name)
 
     lock = json.loads((NPM_PYODIDE / "pyodide-lock.json").read_text())
     packages: dict[str, dict[str, object]] = lock["packages"]
@@ -138,15 +246,13 @@ def build(with_test_packages: bool = True) -> Path:
         for name in _closure(packages, TEST_PACKAGES):
             entry = dict(packages[name])
             wheel = _fetch_wheel(name, str(entry["version"]), str(entry["file_name"]))
-            _copy_if_changed(wheel, DIST / wheel.name)
+            _copy_if_changed(wheel, dist / wheel.name)
             entry["file_name"] = wheel.name
             entry["sha256"] = _sha256(wheel)
             kept[name] = entry
 
-    wheel = build_pysync_wheel()
-    for old in DIST.glob("pysync-*.whl"):
-        old.unlink()
-    shutil.copyfile(wheel, DIST / wheel.name)
+    wheel = build_pysync_wheel(source)
+    _copy_if_changed(wheel, dist / wheel.name)
     version = wheel.name.split("-")[1]
     kept["pysync"] = {
         "name": "pysync",
@@ -160,10 +266,13 @@ def build(with_test_packages: bool = True) -> Path:
         "unvendored_tests": False,
     }
     lock["packages"] = kept
-    (DIST / "pyodide-lock.json").write_text(json.dumps(lock, indent=1, sort_keys=True))
+    # The wheel first, then what points at it.
+    _write_text(dist / "pyodide-lock.json", json.dumps(lock, indent=1, sort_keys=True))
     # The page reads this to find the wheel without guessing its version.
-    (DIST / "pysync-wheel.json").write_text(json.dumps({"file_name": wheel.name}))
-    return DIST
+    _write_text(dist / "pysync-wheel.json", json.dumps({"file_name": wheel.name}))
+    _write_text(dist / "build.json", json.dumps(build_info(dist, lock), indent=1))
+    _prune_old_wheels(dist, wheel.name)
+    return dist
 
 
 def main() -> None:

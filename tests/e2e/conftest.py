@@ -190,6 +190,13 @@ class Demo:
                 f"console: {self.console_log[-20:]}"
             ) from None
 
+    def wait_until_stored_for_offline(self) -> dict[str, Any]:
+        """Wait for ``window.pysyncOffline``: the service worker (web/sw.js) has stored this
+        build, so the next load works with no network. Call it before going offline."""
+        offline: dict[str, Any] = self.page.evaluate("window.pysyncOffline")
+        assert offline["ready"], offline
+        return offline
+
     @property
     def state(self) -> str:
         return str(self.page.evaluate("document.body.dataset.pysync"))
