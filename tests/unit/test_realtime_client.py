@@ -18,7 +18,7 @@ import pytest
 
 import pysync
 from pysync import AppSchema, CollectionSpec, Replica, Sync
-from pysync._sync._feed import STABLE_MS
+from pysync._sync._feed import STABLE_MS, RealtimeFeed
 from pysync._sync._items import sort_key
 from pysync.testing import MemoryBrowser, MemoryConnection, MemoryDynamo, MemoryEventSource
 
@@ -343,3 +343,165 @@ async def test_only_the_leader_tab_applies_the_feed(devices: Any, db: MemoryDyna
     finally:
         follower.stop()
         tab.close()
+
+
+# -- connectivity: the feed closes while offline and reopens at once when back ------------
+
+
+async def test_going_offline_closes_the_feed_and_coming_back_reopens_it_at_once(
+    devices: Any, db: MemoryDynamo
+) -> None:
+    a, b = await devices(), await devices()
+    await write(a, "x", "y")
+    await b.sync.sync()
+    b.sync.start(interval=3600)
+    first = await listening(b)
+    assert first.params["after"] == "2"
+    first.deliver("ready", '{"head": 2, "after": 2}')
+    assert (b.sync.realtime_connected, b.replica.status.realtime) == (True, True)
+
+    b.browser.set_online(False)
+    assert not first.open  # closed at once: no stream (nor browser retries) while offline
+    assert (b.sync.realtime_connected, b.replica.status.realtime) == (False, False)
+    await settle()
+    assert b.browser.open_event_sources() == []
+    assert len(b.sources()) == 1
+
+    b.browser.set_online(True)
+    await until(lambda: b.browser.open_event_sources(URL))
+    second = b.source()
+    assert b.sleeper.delays == []  # no backoff: going offline was no failure of the feed
+    assert second.params == {"scope": SCOPE, "token": "token", "after": "2"}
+    second.deliver("ready", '{"head": 2, "after": 2}')
+    assert (b.sync.realtime_connected, b.replica.status.realtime) == (True, True)
+    # The reopened stream carries on after the cursor.
+    await write(a, "z")
+    second.deliver("message", event(db, 3))
+    await until(lambda: b.doc("z"))
+    assert len(b.sources()) == 2
+
+
+async def test_a_reopen_due_while_offline_opens_nothing_until_back_online(devices: Any) -> None:
+    b = await devices()
+    await b.sync.sync()
+    b.sync.start(interval=3600)
+    await listening(b)
+    b.sleeper.gate = asyncio.Event()
+    b.browser.fail_event_sources(URL)
+    await until(lambda: b.sleeper.delays)  # the reopen waits out its delay
+    b.browser.set_online(False)
+    b.sleeper.gate.set()  # the delay is over while offline
+    await settle()
+    assert len(b.sources()) == 1
+    assert b.browser.open_event_sources() == []
+
+    b.sleeper.gate = None
+    b.browser.set_online(True)
+    await until(lambda: b.browser.open_event_sources(URL))
+    assert len(b.sources()) == 2
+    assert len(b.sleeper.delays) == 1  # the reopen when back waited for nothing
+
+
+async def test_listening_while_offline_opens_the_feed_when_back_online(devices: Any) -> None:
+    b = await devices()
+    await b.sync.sync()
+    b.sync.start(interval=3600)
+    b.browser.set_online(False)
+    b.sync.listen(URL, "token")
+    await settle()
+    assert b.sources() == []
+    b.browser.set_online(True)
+    await until(lambda: b.browser.open_event_sources(URL))
+    assert b.source().params["after"] == "0"
+
+
+async def test_after_stop_coming_back_online_opens_no_feed(devices: Any) -> None:
+    b = await devices()
+    await b.sync.sync()
+    b.sync.start(interval=3600)
+    source = await listening(b)
+    b.sync.stop()
+    assert not source.open
+    b.browser.set_online(False)
+    b.browser.set_online(True)
+    await settle()
+    assert len(b.sources()) == 1
+    assert b.browser.open_event_sources() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: RealtimeFeed.set_online(True) does not cancel a reopen already waiting out "
+    "its backoff delay (_schedule is a no-op while _opening is pending), so a device back "
+    "online waits the rest of that delay (up to 60 s) instead of reopening at once",
+)
+async def test_back_online_during_a_backoff_delay_reopens_at_once(devices: Any) -> None:
+    b = await devices()
+    await b.sync.sync()
+    b.sync.start(interval=3600)
+    await listening(b)
+    b.sleeper.gate = asyncio.Event()  # the delays never end by themselves
+    for n in range(1, 4):
+        b.browser.fail_event_sources(URL)  # the proxy refused it (503 …)
+        await until(lambda n=n: len(b.sleeper.delays) == n)
+        b.sleeper.gate.set()
+        b.sleeper.gate = asyncio.Event()
+        await until(lambda n=n: len(b.sources()) == n + 1)
+    b.browser.fail_event_sources(URL)  # a fourth failure: the next reopen waits 4 to 8 s
+    await until(lambda: len(b.sleeper.delays) == 4)
+    assert b.sleeper.delays[-1] >= 4.0
+    b.browser.set_online(False)
+    b.browser.set_online(True)
+    await until(lambda: b.browser.open_event_sources(URL))
+
+
+async def test_on_connected_hears_each_change_of_connected() -> None:
+    browser = MemoryBrowser()
+    sleeper = Sleeper()
+    heard: list[bool] = []
+    events: list[tuple[str, str]] = []
+
+    async def after() -> int | None:
+        return 5
+
+    feed = RealtimeFeed(
+        browser.tab(),
+        URL,
+        {"scope": SCOPE},
+        lambda: "token",
+        after,
+        lambda kind, data: events.append((kind, data)),
+        lambda error: None,
+        sleeper,
+        heard.append,
+    )
+    feed.start()
+    await until(lambda: browser.open_event_sources(URL))
+    (source,) = browser.open_event_sources(URL)
+    assert source.params == {"scope": SCOPE, "token": "token", "after": "5"}
+    assert (heard, feed.connected) == ([], False)
+    source.deliver("ready", "{}")
+    source.deliver("ready", "{}")  # no change: not heard again
+    assert (heard, feed.connected) == ([True], True)
+    source.deliver("error", "reconnecting")
+    assert (heard, feed.connected) == ([True, False], False)
+    source.deliver("ready", "{}")
+    assert heard == [True, False, True]
+
+    browser.set_online(False)
+    feed.set_online(False)
+    feed.set_online(False)
+    assert (heard, feed.connected, source.open) == ([True, False, True, False], False, False)
+    browser.set_online(True)
+    feed.set_online(True)
+    await until(lambda: browser.open_event_sources(URL))
+    assert sleeper.delays == []
+    (again,) = browser.open_event_sources(URL)
+    again.deliver("ready", "{}")
+    again.deliver("expired", "{}")
+    assert heard == [True, False, True, False, True, False]
+    await until(lambda: browser.open_event_sources(URL))
+    browser.open_event_sources(URL)[0].deliver("ready", "{}")
+    feed.stop()
+    assert heard == [True, False, True, False, True, False, True, False]
+    assert [kind for kind, _ in events] == ["ready"] * 5
