@@ -189,7 +189,9 @@ class Replica:
                 listener(new)
 
     def _on_leader(self) -> None:
-        self._set_status(leader=True)
+        # The sync fields mirrored from the old leader are not this tab's: a sync it
+        # was running died with it. This tab's Sync sets its own realtime state.
+        self._set_status(leader=True, syncing=False, progress=None, realtime=False)
         if self._channel is not None:  # the followers learn who reports the sync now
             self._channel.post({"type": "status", **_sync_fields(self._status)})
 
@@ -204,6 +206,12 @@ class Replica:
         elif kind == "status" and not self._status.leader:
             self._set_status(**{k: message[k] for k in _SYNC_FIELDS if k in message})
             self._spawn(self._refresh_counts())  # a sync changes the outbox and conflicts
+
+    def _changed(self, collections: list[str]) -> None:
+        """Re-run the live queries on ``collections``, here and in the other tabs."""
+        self._watchers.changed(collections)
+        if self._channel is not None:
+            self._channel.post({"type": "changed", "collections": collections})
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -264,9 +272,7 @@ class Replica:
         applied = _Applier(self, writes, group, results)
         await self.store.run([*collections, OUTBOX, META], "readwrite", applied.body)
         self._clock = max(self._clock, applied.clock)
-        self._watchers.changed(collections)
-        if self._channel is not None:
-            self._channel.post({"type": "changed", "collections": collections})
+        self._changed(collections)
         self._show_counts(applied.total, applied.rejected)
         return results
 
@@ -359,8 +365,7 @@ class Replica:
 
         await self.store.run(CONFLICTS, "readwrite", body)
         await self._refresh_counts()
-        if self._channel is not None:
-            self._channel.post({"type": "changed", "collections": []})
+        self._changed([])
 
     async def _change_entry(
         self,
@@ -392,9 +397,7 @@ class Replica:
             tx.query(OUTBOX).then(found)
 
         await self.store.run([*collections, OUTBOX], "readwrite", body)
-        self._watchers.changed(collections)
-        if self._channel is not None:
-            self._channel.post({"type": "changed", "collections": collections})
+        self._changed(collections)
         await self._refresh_counts()
 
     async def sync_state(self, collection: str, key: Key) -> SyncState:

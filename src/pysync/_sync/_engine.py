@@ -87,6 +87,7 @@ class Sync:
         self._inbox: list[tuple[int, dict[str, Any]]] = []
         self._applying: asyncio.Future[None] | None = None
         self._status = replica.status
+        self._stop_watch: Callable[[], None] | None = None
 
     async def push(self) -> PushReport:
         """Push every pending change (conflicts are merged and pushed again)."""
@@ -137,9 +138,14 @@ class Sync:
         ``replica.status.last_error``.
         """
         if self._task is None:
+            self._watch_status()
+            self._task = asyncio.ensure_future(self._loop(interval))
+
+    def _watch_status(self) -> None:
+        """Follow the replica's status (for :meth:`start` and :meth:`listen`), once."""
+        if self._stop_watch is None:
             self._status = self.replica.status
             self._stop_watch = self.replica.on_status(self._status_changed)
-            self._task = asyncio.ensure_future(self._loop(interval))
 
     def _status_changed(self, status: Status) -> None:
         # Not every change: a sync's own (syncing, progress, pending going down)
@@ -147,6 +153,8 @@ class Sync:
         before, self._status = self._status, status
         if status.online != before.online and self._feed is not None:
             self._feed.set_online(status.online)
+        if status.leader and not before.leader:  # it reports its own feed from now on
+            self.replica._set_status(realtime=self.realtime_connected)
         if (
             status.leader != before.leader
             or status.online != before.online
@@ -171,6 +179,7 @@ class Sync:
         stays the truth: realtime only makes changes arrive sooner.
         """
         self._stop_feed()
+        self._watch_status()
         self._feed = RealtimeFeed(
             self.replica.platform,
             url,
@@ -275,5 +284,7 @@ class Sync:
         self._stop_feed()
         if self._task is not None:
             self._task.cancel()
-            self._stop_watch()
             self._task = None
+        if self._stop_watch is not None:
+            self._stop_watch()
+            self._stop_watch = None

@@ -103,6 +103,9 @@ class RealtimeFeed:
         """Close the stream while the device is offline; reopen it at once when back."""
         if online:
             self._failures = 0
+            if self._opening is not None:  # a reopen waiting out its backoff: now instead
+                self._opening.cancel()
+                self._opening = None
             self._schedule(0.0)
         else:
             self._close_source()

@@ -409,7 +409,7 @@ class Puller:
                 set_cursor(tx)
 
         await self.replica.store.run([*collections, OUTBOX, META], "readwrite", body)
-        self.replica._watchers.changed(collections)
+        self.replica._changed(collections)
         latest = max((c.hlc for c in known), default="")
         if latest and observe:
             await self.replica.observe(latest)

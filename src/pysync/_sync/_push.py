@@ -719,7 +719,7 @@ class Pusher:
         stores = [collection, OUTBOX, CONFLICTS, META]
         await self.replica.store.run(stores, "readwrite", body)
         report.conflicts += recorded[0]
-        self.replica._watchers.changed([collection])
+        self.replica._changed([collection])
 
     async def _cancelled(self, batch: list[Entry], error: RemoteError, report: PushReport) -> None:
         reasons = error.body.get("CancellationReasons") or []
