@@ -347,22 +347,29 @@ async def test_the_realtime_field_follows_the_leaders_feed_in_every_tab(tab: Mak
 async def test_a_new_leader_shows_its_own_feeds_realtime_state(tab: MakeTab) -> None:
     first = await tab()
     second = await tab(first.browser)
-    await first.sync.sync()
-    # Every tab listens (as the demo does); only the second tab's stream is up.
+    third = await tab(first.browser)
+    for one in (first, second, third):
+        one.sync.start(interval=3600)
+    await until(lambda: third.status.last_synced is not None and not third.status.syncing)
+    # Only the second tab follows the feed, and its stream is up.
     second.sync.listen(URL, "token")
     await until(lambda: first.browser.open_event_sources(URL))
     (source,) = first.browser.open_event_sources(URL)
     source.deliver("ready", "{}")
     assert second.sync.realtime_connected
     # The leader's sync broadcasts its fields: realtime=False (it has no feed).
+    first.browser.now_ms += 1_000
+    now = first.browser.now_ms
     await first.docs.put({"id": "a"})
-    await first.sync.sync()
-    await until(lambda: second.status.last_synced is not None)
+    await until(lambda: second.status.last_synced == now and not second.status.syncing)
     assert second.status.realtime is False  # mirrors the leader
+    first.sync.stop()
     first.replica.close()
     await until(lambda: second.status.leader)
+    await settle()
     assert second.sync.realtime_connected
     assert second.status.realtime is True
+    await until(lambda: third.status.realtime)
 
 
 # -- 2. recorded conflicts ----------------------------------------------------------------
