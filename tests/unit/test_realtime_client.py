@@ -415,6 +415,20 @@ async def test_listening_while_offline_opens_the_feed_when_back_online(devices: 
     assert b.source().params["after"] == "0"
 
 
+async def test_a_feed_without_background_sync_follows_connectivity_too(devices: Any) -> None:
+    b = await devices()
+    await b.sync.sync()
+    source = await listening(b)  # listen() alone, no start()
+    source.deliver("ready", "{}")
+    b.browser.set_online(False)
+    assert not source.open
+    assert b.replica.status.realtime is False
+    b.browser.set_online(True)
+    await until(lambda: b.browser.open_event_sources(URL))
+    assert len(b.sources()) == 2
+    assert b.sleeper.delays == []
+
+
 async def test_after_stop_coming_back_online_opens_no_feed(devices: Any) -> None:
     b = await devices()
     await b.sync.sync()
@@ -429,12 +443,6 @@ async def test_after_stop_coming_back_online_opens_no_feed(devices: Any) -> None
     assert b.browser.open_event_sources() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RealtimeFeed.set_online(True) does not cancel a reopen already waiting out "
-    "its backoff delay (_schedule is a no-op while _opening is pending), so a device back "
-    "online waits the rest of that delay (up to 60 s) instead of reopening at once",
-)
 async def test_back_online_during_a_backoff_delay_reopens_at_once(devices: Any) -> None:
     b = await devices()
     await b.sync.sync()

@@ -337,13 +337,6 @@ async def test_the_realtime_field_follows_the_leaders_feed_in_every_tab(tab: Mak
     await until(lambda: not follower.status.realtime)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a tab that becomes leader keeps the realtime flag it mirrored from the "
-    "old leader; its own feed's connected state is only written on a change of it, so "
-    "the new leader (and, through its broadcast, every tab) shows realtime=False while "
-    "its feed is connected",
-)
 async def test_a_new_leader_shows_its_own_feeds_realtime_state(tab: MakeTab) -> None:
     first = await tab()
     second = await tab(first.browser)
