@@ -290,13 +290,6 @@ async def test_pysync_dev_tokens_carry_the_configured_audience_and_issuer(
     assert claims["sub"] == "erin"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): `pysync dev --scope s#team` (the example its --help gives) makes "
-    "DevTokens' scopes (DEMO_SHARED_SCOPE, *args.scope) hold s#team twice; DevTokens and "
-    "issue_token drop only a repeated u#<user>, so the response and the token's claim list "
-    "s#team twice",
-)
 async def test_pysync_dev_with_the_team_scope_lists_it_once(dev_app: Any) -> None:
     app = dev_app("--scope", "s#team")
     async with client(app) as http:

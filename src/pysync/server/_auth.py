@@ -175,7 +175,7 @@ def issue_token(
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user,
-        "scopes": [f"u#{user}", *[s for s in scopes if s != f"u#{user}"]],
+        "scopes": list(dict.fromkeys([f"u#{user}", *scopes])),
         "iat": now,
         "nbf": now,
         "exp": now + ttl,
