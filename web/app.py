@@ -338,6 +338,28 @@ def describe_status(
     }
 
 
+def _typed_tasks(board: Any) -> tuple[dict[str, str], str | None]:
+    """What is typed in the new-task fields (by list), and which one has the focus."""
+    typed, focused = {}, None
+    for form in board.querySelectorAll("form.new-task"):
+        field_ = form.elements.namedItem("title")
+        typed[str(form.dataset.list)] = str(field_.value)
+        if js.document.activeElement == field_:
+            focused = str(form.dataset.list)
+    return typed, focused
+
+
+def _restore_typed_tasks(board: Any, state: tuple[dict[str, str], str | None]) -> None:
+    """Put back what :func:`_typed_tasks` saw: a render never eats the user's typing."""
+    typed, focused = state
+    for form in board.querySelectorAll("form.new-task"):
+        list_id = str(form.dataset.list)
+        field_ = form.elements.namedItem("title")
+        field_.value = typed.get(list_id, "")
+        if list_id == focused:
+            field_.focus()
+
+
 class Listeners:
     """DOM event listeners backed by proxies that are destroyed on :meth:`close`."""
 
@@ -687,7 +709,9 @@ class BoardApp:
         )
         board = by_id("board")
         if self.editing is None or not js.document.querySelector(".edit-form"):
+            typed = _typed_tasks(board)
             board.replaceChildren(render_board(space, self.editing))
+            _restore_typed_tasks(board, typed)
         spaces = list(self.spaces.values())
         conflicts = [render_conflict(s, c) for s in spaces for c in s.conflicts]
         rejected = [render_rejected(s, e) for s in spaces for e in s.rejected]

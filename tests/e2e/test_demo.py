@@ -317,11 +317,14 @@ def test_private_boards_stay_private_and_the_team_board_is_shared(
     expect(second.task("diary")).to_have_count(0)
     second.tab("Team board")
     expect(second.task("plan trip", team_list)).to_have_count(1)
+    # Ann is typing a task when Bob's edits arrive: they show, her typing stays.
+    typing = first.list(team_list).get_by_label(f"New task in {team_list}")
+    typing.fill("half typed")
     second.add_task(team_list, "book hotel")
     second.vote("plan trip", team_list)
-    # Ann sees Bob's edits in the shared space live.
     expect(first.task("book hotel", team_list)).to_have_count(1)
     expect(first.task("plan trip", team_list).locator(".vote")).to_have_text("▲ 1")
+    expect(typing).to_have_value("half typed")
 
     # The proxy enforces it: Bob's token cannot read Ann's scope.
     refused = second.page.evaluate(
