@@ -276,7 +276,9 @@ def _fields(doc: dict[str, Any] | None) -> str:
 
 def render_conflict(space: Space, conflict: dict[str, Any]) -> Any:
     item = element("li", cls="conflict", data_cid=conflict["cid"], data_space=space.spec.key)
-    title = f"{space.spec.label}: {conflict['collection']} {conflict['id']}"
+    named = conflict.get("result") or conflict.get("local") or conflict.get("remote") or {}
+    what = named.get("title") or named.get("name") or conflict["id"]
+    title = f"{space.spec.label}: {conflict['collection'][:-1]} “{what}”"
     head = element("div", cls="conflict-head")
     head.append(
         element("strong", title),
