@@ -401,7 +401,9 @@ class Replica:
         await self._refresh_counts()
 
     async def sync_state(self, collection: str, key: Key) -> SyncState:
-        """Whether a document is synced, pending, in conflict or rejected."""
+        """Whether a document is ``rejected`` (a change of it was refused), ``pending``
+        (changes not yet acknowledged), ``conflict`` (synced, with a recorded conflict
+        not yet dismissed: see :meth:`conflicts`) or ``synced``."""
         only = KeyRange.only((collection, key))
 
         def body(tx: Transaction) -> tuple[Request[list[Entry]], Request[list[Entry]]]:
@@ -412,9 +414,9 @@ class Replica:
         entries, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
         if any(e["state"] == REJECTED for e in entries.result):
             return "rejected"
-        if any(c.get("open") for c in conflicts.result):
-            return "conflict"
-        return "pending" if entries.result else "synced"
+        if entries.result:
+            return "pending"
+        return "conflict" if conflicts.result else "synced"
 
 
 def _sync_fields(status: Status) -> dict[str, Any]:

@@ -407,6 +407,9 @@ async def test_a_conflict_is_recorded_with_both_sides_until_dismissed(tab: MakeT
     assert isinstance(conflict["cid"], str)
     assert conflict["cid"]
     assert b.status.conflicts == 1
+    # Synced, with a conflict to review: the document says so until it is dismissed.
+    assert await b.docs.sync_state("x") == "conflict"
+    assert await b.docs.sync_state("y") == "synced"
     await until(lambda: b_tab.status.conflicts == 1)
     # The result is what both devices end with.
     await a.sync.sync()
@@ -429,6 +432,7 @@ async def test_a_conflict_is_recorded_with_both_sides_until_dismissed(tab: MakeT
 
     await b_tab.replica.dismiss_conflict()  # all of them, from the other tab
     assert await b_tab.replica.conflicts() == []
+    assert await b.docs.sync_state("x") == "synced"
     assert b_tab.status.conflicts == 0
     await until(lambda: b.status.conflicts == 0)
     # Dismissing forgets the record only: the documents stay as the sync left them.

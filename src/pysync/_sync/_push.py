@@ -668,7 +668,6 @@ class Pusher:
                             "strategy": strategy if isinstance(strategy, str) else "callback",
                             "hlc": entry["hlc"],
                             "remote_hlc": remote_hlc,
-                            "open": False,
                         },
                     )
                 server_known = {"_v": remote_v, "_m": remote_m} if remote_v is not None else {}
