@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from packaging.version import Version
-from playwright.sync_api import Browser, ConsoleMessage, Request, Response
+from playwright.sync_api import Browser, Request, Response
 
-from tests._browser_config import ROOT, config
+from tests._browser_config import ROOT
 
-from .conftest import OUTPUT_DIR, Demo, DemoServer
+from .conftest import OUTPUT_DIR, Demo, DemoServer, new_demo
 
 
 def _load_build_dist() -> ModuleType:
@@ -98,23 +98,10 @@ def app_page(
     browser: Browser, url: str, service_workers: Literal["allow", "block"] = "allow"
 ) -> Iterator[tuple[Demo, Traffic]]:
     """A page of the app at ``url`` in a fresh context (its own service workers and caches)."""
-    context = browser.new_context(
-        viewport=config.VIEWPORT,  # type: ignore[arg-type]
-        service_workers=service_workers,
-    )
-    context.set_default_timeout(config.TIMEOUT_MS)
-    context.add_init_script(STATUS_RECORDER)
-    page = context.new_page()
-    demo = Demo(page, context, url)
+    demo = new_demo(browser, url, service_workers=service_workers)
+    context, page = demo.context, demo.page
+    page.add_init_script(STATUS_RECORDER)  # before the page's first navigation
     traffic = Traffic()
-
-    def on_console(message: ConsoleMessage) -> None:
-        demo.console_log.append(f"{message.type}: {message.text}")
-        if message.type == "error":
-            demo.console_errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: demo.console_errors.append(str(error)))
     page.on("response", lambda response: traffic.responses.append(response))
     page.on("requestfailed", lambda request: traffic.failed.append(request))
     try:

@@ -8,7 +8,6 @@ those entries, and the browser's ``EventSource`` by failing sources.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pysync import AppSchema, CollectionSpec, Replica, Sync
 from pysync._sync._feed import STABLE_MS, RealtimeFeed
 from pysync._sync._items import sort_key
 from pysync.testing import MemoryBrowser, MemoryConnection, MemoryDynamo, MemoryEventSource
+
+from ._loop import settle, until
 
 USER = "rt"
 SCOPE = f"u#{USER}"
@@ -66,23 +67,6 @@ class Device:
 
     async def doc(self, key: str) -> dict[str, Any] | None:
         return await self.replica["docs"].get(key)
-
-
-async def until(check: Callable[[], object], rounds: int = 1000) -> None:
-    """Let the event loop run until ``check()`` (or the awaitable it returns) is true."""
-    for _ in range(rounds):
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition did not become true")
-
-
-async def settle(rounds: int = 200) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 def event(db: MemoryDynamo, seq: int) -> str:

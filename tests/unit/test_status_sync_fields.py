@@ -14,7 +14,6 @@ In memory: tabs of a :class:`MemoryBrowser`, devices on one :class:`MemoryDynamo
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from pysync._marshal import from_item
 from pysync._sync._items import sort_key
 from pysync.testing import MemoryBrowser, MemoryConnection, MemoryDynamo, MemoryTab
 
+from ._loop import settle, until
+
 APP = "app"
 USER = "st"
 SCOPE = f"u#{USER}"
@@ -40,23 +41,6 @@ URL = "https://app.example/changes"
 
 async def no_sleep(_: float) -> None:
     return None
-
-
-async def until(check: Callable[[], object], rounds: int = 2000) -> None:
-    """Let the event loop run until ``check()`` (or the awaitable it returns) is true."""
-    for _ in range(rounds):
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition did not become true")
-
-
-async def settle(rounds: int = 200) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 def sync_fields(status: Status) -> dict[str, Any]:
