@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -306,6 +307,37 @@ async def test_trimmed_before_the_first_read_is_no_alarm(
     ddb.put_item(TableName=table, Item={"pk": S("u#a"), "sk": S("k#0"), "_v": N(1)})
     await wait_until(lambda: len(changelog(ddb, table, "u#a")) == 1)
     assert not [r for r in caplog.records if "CHANGES LOST" in r.getMessage()]
+
+
+async def test_a_fresh_stack_reports_no_lost_changes(
+    ddb: Any,
+    api: FaultyAPI,
+    make_tables: Callable[[str], str],
+    start_consumer: StartConsumer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first writes of a new stack, as `pysync dev` meets them, without injected faults.
+
+    A consumer started on the empty stream of new tables holds a TRIM_HORIZON
+    iterator; DynamoDB Local refuses it as trimmed at the first GetRecords after
+    the first writes. Nothing of the shard was read, so that is no gap: no
+    "CHANGES LOST", and the re-read from TRIM_HORIZON brings every record.
+    """
+    caplog.set_level(logging.INFO, logger="pysync.streams")
+    table = make_tables("fresh")
+    consumer = await start_consumer(table)
+    await wait_until(lambda: consumer.stats.empty_polls >= 2)  # it waits on the empty shard
+    for i in range(3):
+        ddb.put_item(TableName=table, Item={"pk": S("u#a"), "sk": S(f"k#{i}"), "_v": N(1)})
+    await wait_until(lambda: len(changelog(ddb, table, "u#a")) == 3)
+    assert [e["key"]["S"] for e in changelog(ddb, table, "u#a")] == ["k#0", "k#1", "k#2"]
+    # DynamoDB Local 3.3.1 does answer TrimmedDataAccessException here: the test covers it.
+    assert consumer.stats.trimmed == 1
+    assert [
+        r.levelname for r in caplog.records if "trimmed before the first read" in r.getMessage()
+    ] == ["INFO"]
+    assert not [r for r in caplog.records if "CHANGES LOST" in r.getMessage()]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 class FakeStreamAPI(FaultyAPI):
