@@ -297,6 +297,9 @@ def hostile_tokens(keys: Keys) -> dict[str, str | None]:
         "rs256_expired": f"Bearer {rs256(claims(exp=int(time.time()) - 3600), keys.rsa)}",
         "rs256_wrong_audience": f"Bearer {rs256(claims(aud='x'), keys.rsa)}",
         "es256": f"Bearer {jwt.encode(alice, ec_key, algorithm='ES256')}",
+        # PyJWT accepts both (int() of them works); a NumericDate is a finite JSON number.
+        "exp_as_string": f"Bearer {hs256(claims(exp=str(int(time.time()) + 600)))}",
+        "exp_too_large": f"Bearer {hs256(claims(exp=10**400))}",
         "wildcard_scopes": f"Bearer {hs256(claims('eve', scopes=['*', 'x#root', 'u#', 's#']))}",
     }
     return tokens

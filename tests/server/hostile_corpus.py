@@ -986,6 +986,114 @@ BODIES = [
     ),
 ]
 
+# --- numbers: ASCII, finite, in range, everywhere the proxy reads or forwards one ---------
+_OWN_QUERY = (
+    b'{"TableName":"pysync_test","KeyConditionExpression":"pk = :p",'
+    b'"ExpressionAttributeValues":{":p":{"S":"u#alice"}},"Limit":%s}'
+)
+
+
+def _own_put_with(value: dict[str, Any]) -> dict[str, Any]:
+    return put(item(OWN, n=value))
+
+
+def _own_transaction(token: Any) -> dict[str, Any]:
+    return {**transact_write(t_put(item(OWN))), "ClientRequestToken": token}
+
+
+NUMBERS = [
+    # JSON numbers: Query's Limit is the only numeric parameter the proxy allows.
+    Case("limit-1e400-becomes-infinity", "Query", _OWN_QUERY % b"1e400", INVALID),
+    Case("limit-minus-1e400", "Query", _OWN_QUERY % b"-1e400", INVALID),
+    Case("limit-fraction", "Query", _OWN_QUERY % b"1.5", INVALID),
+    Case("limit-exponent", "Query", _OWN_QUERY % b"1e2", INVALID),
+    Case("limit-integral-float", "Query", _OWN_QUERY % b"10.0", INVALID),
+    Case("limit-underflow-to-zero", "Query", _OWN_QUERY % b"1e-400", INVALID),
+    Case("limit-zero", "Query", _OWN_QUERY % b"0", INVALID),
+    Case("limit-negative", "Query", _OWN_QUERY % b"-1", INVALID),
+    Case("limit-beyond-java-int", "Query", _OWN_QUERY % b"2147483648", INVALID),
+    Case("limit-beyond-64-bits", "Query", _OWN_QUERY % (b"1" + b"0" * 30), INVALID),
+    Case("limit-4000-digits", "Query", _OWN_QUERY % (b"9" * 4000), INVALID),
+    Case("limit-true", "Query", _OWN_QUERY % b"true", INVALID),
+    Case("limit-string", "Query", _OWN_QUERY % b'"10"', INVALID),
+    Case("limit-null", "Query", _OWN_QUERY % b"null", INVALID),
+    Case(
+        "number-beyond-64-bits-elsewhere",
+        "GetItem",
+        b'{"TableName":"pysync_test","Key":{"pk":{"S":"u#alice"},"sk":{"S":"todo#1"}},'
+        b'"ConsistentRead":123456789012345678901234567890}',
+        INVALID,
+    ),
+    Case(
+        "float-elsewhere",
+        "GetItem",
+        b'{"TableName":"pysync_test","Key":{"pk":{"S":"u#alice"},"sk":{"S":"todo#1"}},'
+        b'"ConsistentRead":1e400}',
+        INVALID,
+    ),
+    # N values: DynamoDB (Java BigDecimal) reads Unicode digits; the proxy takes ASCII only.
+    Case("n-arabic-indic-digits", "PutItem", _own_put_with({"N": "\u0661\u0662"}), INVALID),
+    Case("n-fullwidth-digit", "PutItem", _own_put_with({"N": "\uff11"}), INVALID),
+    Case("n-superscript-two", "PutItem", _own_put_with({"N": "\u00b2"}), INVALID),
+    Case("n-devanagari-exponent", "PutItem", _own_put_with({"N": "1e\u0967"}), INVALID),
+    Case("n-infinity", "PutItem", _own_put_with({"N": "Infinity"}), INVALID),
+    Case("n-nan", "PutItem", _own_put_with({"N": "NaN"}), INVALID),
+    Case("n-hex", "PutItem", _own_put_with({"N": "0x10"}), INVALID),
+    Case("n-underscores", "PutItem", _own_put_with({"N": "1_000"}), INVALID),
+    Case("n-space", "PutItem", _own_put_with({"N": " 1"}), INVALID),
+    Case("n-empty", "PutItem", _own_put_with({"N": ""}), INVALID),
+    Case("n-overflow", "PutItem", _own_put_with({"N": "1E126"}), INVALID),
+    Case("n-underflow", "PutItem", _own_put_with({"N": "1E-131"}), INVALID),
+    Case("n-huge-exponent", "PutItem", _own_put_with({"N": "1e" + "9" * 30}), INVALID),
+    Case("n-39-digits", "PutItem", _own_put_with({"N": "1" * 39}), INVALID),
+    Case("n-too-long", "PutItem", _own_put_with({"N": "0" * 2000 + "1"}), INVALID),
+    Case("ns-one-unicode-member", "PutItem", _own_put_with({"NS": ["1", "\u0663"]}), INVALID),
+    Case(
+        "n-nested-in-map-and-list",
+        "PutItem",
+        _own_put_with({"M": {"a": {"L": [S("x"), {"N": "\u0663"}]}}}),
+        INVALID,
+    ),
+    Case(
+        "n-in-update-value",
+        "UpdateItem",
+        update(key(OWN), "SET n = :n", {":n": {"N": "\u0663"}}),
+        INVALID,
+    ),
+    Case(
+        "n-in-key-condition-value",
+        "Query",
+        query("pk = :p AND sk > :c", {":p": S(OWN), ":c": {"N": "\u0661"}}, table=CHANGES),
+        INVALID,
+    ),
+    Case(
+        "n-in-changelog-key",
+        "GetItem",
+        get(seq_key(OWN) | {"sk": {"N": "\u0661"}}, CHANGES),
+        INVALID,
+    ),
+    Case(
+        "n-in-batch-put",
+        "BatchWriteItem",
+        {"RequestItems": {TABLE: [{"PutRequest": {"Item": item(OWN, n={"N": "\u0663"})}}]}},
+        INVALID,
+    ),
+    Case(
+        "n-in-transaction-put",
+        "TransactWriteItems",
+        transact_write(t_put(item(OWN, n={"N": "\u0663"}))),
+        INVALID,
+    ),
+    # ClientRequestToken: the proxy replaces it, within DynamoDB's own bounds.
+    Case("request-token-37-chars", "TransactWriteItems", _own_transaction("x" * 37), INVALID),
+    Case("request-token-empty", "TransactWriteItems", _own_transaction(""), INVALID),
+    Case("request-token-number", "TransactWriteItems", _own_transaction(5), INVALID),
+    Case("request-token-list", "TransactWriteItems", _own_transaction(["t"]), INVALID),
+    # Token claims: exp must be a finite JSON number (PyJWT alone takes "9999999999").
+    Case("token-exp_as_string", "PutItem", put(item(OWN)), UNAUTHENTICATED, token="exp_as_string"),
+    Case("token-exp_too_large", "PutItem", put(item(OWN)), UNAUTHENTICATED, token="exp_too_large"),
+]
+
 CORPUS: list[Case] = [
     *OTHER_KEYS,
     *KEY_CONDITIONS,
@@ -994,4 +1102,5 @@ CORPUS: list[Case] = [
     *OPERATIONS,
     *TOKENS,
     *BODIES,
+    *NUMBERS,
 ]

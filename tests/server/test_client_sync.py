@@ -51,16 +51,23 @@ class Faulty:
         self.inner = inner
         self.fail_before: list[RemoteError] = []
         self.lose_replies = 0
+        self.lost_reply = RemoteError("NetworkError", "connection reset after the write", 0, {})
+        self.lose_only: str | None = None  # lose replies of this operation only
+        self.refusals: list[str] = []  # error codes the server answered
         self.calls: list[str] = []
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(operation)
         if self.fail_before:
             raise self.fail_before.pop(0)
-        result = await self.inner.call(operation, payload)
-        if self.lose_replies and operation != "Query":
+        try:
+            result = await self.inner.call(operation, payload)
+        except RemoteError as error:
+            self.refusals.append(error.code)
+            raise
+        if self.lose_replies and operation != "Query" and self.lose_only in (None, operation):
             self.lose_replies -= 1
-            raise RemoteError("NetworkError", "connection reset after the write", 0, {})
+            raise self.lost_reply
         return result
 
 
@@ -319,4 +326,37 @@ async def test_a_conflict_in_a_pack_does_not_hold_back_the_others(
     assert (server_item(direct, user, "shared") or {})["title"] == {"S": "from a"}
     for i in range(10):
         assert server_item(direct, user, f"p{i}") is not None
+    assert await a.replica.outbox() == []
+
+
+async def test_a_transaction_resent_with_its_token_is_not_applied_twice(
+    device: Any, direct: Direct, user: str
+) -> None:
+    # The proxy replaces the ClientRequestToken with one derived from the user and the
+    # client's token. After a 429 the client sends the same request again, token
+    # included, without settling first: made to come after the transaction landed,
+    # the resend must still be recognised by DynamoDB as that transaction, and
+    # succeed as it (with another token it is cancelled: the increments' conditions
+    # find their own mutation, which the client then settles as landed).
+    a = await device()
+    async with a.replica.transaction() as tx:
+        tx.put("todos", {"id": "tx1", "n": 1})
+        tx.put("todos", {"id": "tx2", "n": 2})
+    await a.sync.push()
+    async with a.replica.transaction() as tx:
+        tx.increment("todos", "tx1", "n", 10)
+        tx.increment("todos", "tx2", "n", 20)
+    a.remote.calls.clear()
+    a.remote.lose_replies, a.remote.lose_only = 1, "TransactWriteItems"
+    a.remote.lost_reply = RemoteError("ThrottlingException", "slow down", 429, {})
+    report = await a.sync.push()
+    assert (report.pushed, report.conflicts, report.rejected) == (2, 0, 0)
+    assert a.remote.refusals == []
+    writes = [call for call in a.remote.calls if call != "GetItem"]
+    assert writes == ["TransactWriteItems", "TransactWriteItems"]  # landed, then resent
+    first, second = server_item(direct, user, "tx1"), server_item(direct, user, "tx2")
+    assert first is not None
+    assert second is not None
+    assert first["n"] == {"N": "11"}
+    assert second["n"] == {"N": "22"}
     assert await a.replica.outbox() == []

@@ -30,7 +30,7 @@ import botocore.session  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -42,9 +42,10 @@ from ._changelog import Changelog
 from ._config import ProxyConfig
 from ._devtokens import DEV_TOKEN_PATH, DevTokens
 from ._dynamo import DynamoDBAPI
-from ._errors import ProxyError, SerializationError, Throttled, ValidationError
+from ._errors import ClientDisconnected, ProxyError, SerializationError, Throttled, ValidationError
 from ._forward import Forwarder
-from ._policy import Policy
+from ._numbers import check_attribute_numbers, json_float, json_int
+from ._policy import Policy, user_request_token
 from ._ratelimit import RateLimiter
 from ._realtime import ChangeFeed, ChangesEndpoint
 from ._signing import JSON_CONTENT_TYPE, Signer
@@ -149,10 +150,16 @@ def parse_body(raw: bytes) -> tuple[dict[str, Any], bytes]:
 
     The proxy forwards the canonical bytes, never the browser's, so DynamoDB
     reads exactly the document the policy checked (no parser differentials).
+    Numbers are strict (``_numbers``): JSON numbers are 64-bit integers, ``N``
+    values DynamoDB numbers in ASCII; anything else is a 400 ``ValidationException``.
     """
     try:
         document = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constants
+            raw.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constants,
+            parse_int=json_int,
+            parse_float=json_float,
         )
     except UnicodeDecodeError:
         raise SerializationError("request body is not UTF-8") from None
@@ -160,9 +167,14 @@ def parse_body(raw: bytes) -> tuple[dict[str, Any], bytes]:
         raise SerializationError("request body is not valid JSON") from None
     if not isinstance(document, dict):
         raise SerializationError("request body must be a JSON object")
+    check_attribute_numbers(document)
+    return document, canonical_body(document)
+
+
+def canonical_body(document: dict[str, Any]) -> bytes:
+    """The bytes the proxy forwards for ``document``: compact JSON, UTF-8."""
     try:
-        canonical = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-        return document, canonical.encode("utf-8")
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError:
         raise SerializationError("request body contains an unpaired surrogate") from None
 
@@ -213,17 +225,21 @@ class DynamoDBEndpoint:
         too_large = ProxyError(413, "ValidationException", f"request body exceeds {limit} bytes")
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            # Not isdigit() alone: "²" passes it, and int() refuses it (a 500).
+            if not (declared.isascii() and declared.isdigit()):
                 raise ValidationError("invalid Content-Length")
-            if int(declared) > limit:
+            if len(declared) > 18 or int(declared) > limit:
                 raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut by a limit (_limits.py): nobody reads the answer
+            raise ClientDisconnected() from None
         return b"".join(chunks)
 
     async def handle(self, request: Request) -> Response:
@@ -242,6 +258,13 @@ class DynamoDBEndpoint:
                 raise SerializationError(f"Content-Type must be {JSON_CONTENT_TYPE}")
             document, body = parse_body(await self.read_body(request))
             access = self.policy.check(operation, document, principal.scopes)
+            if operation == "TransactWriteItems" and "ClientRequestToken" in document:
+                # All users share the proxy's AWS identity: a token of one user must
+                # not meet another user's transaction (see user_request_token).
+                document["ClientRequestToken"] = user_request_token(
+                    principal.subject, document["ClientRequestToken"]
+                )
+                body = canonical_body(document)
             log["tables"] = sorted(access.tables)
             log["scopes"] = sorted(access.scopes)
             credentials = await self.signer.frozen_credentials()
@@ -249,6 +272,11 @@ class DynamoDBEndpoint:
             assert forwarder is not None, "the app's lifespan has not started"
             headers = self.signer.sign(forwarder.url, body, TARGET_PREFIX + operation, credentials)
             upstream = await forwarder.send(body, headers)
+        except ClientDisconnected as error:
+            # No fault of the server's, so no traceback: the client hung up mid-body.
+            logger.info("client disconnected before the end of its %s request", log.get("op"))
+            log["error"] = error.error_type
+            return _error_response(error)
         except ProxyError as error:
             log["error"] = error.error_type
             return _error_response(error)

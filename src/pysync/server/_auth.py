@@ -9,6 +9,7 @@ HS256 tokens signed with a public RSA key (algorithm confusion) and
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -138,7 +139,7 @@ class TokenVerifier:
         scopes = {s for s in raw if s.startswith(self._prefixes) and len(s) > 2}
         if self._user_scope:
             scopes.add(f"u#{sub}")
-        return Principal(sub, frozenset(scopes), float(claims["exp"]))
+        return Principal(sub, frozenset(scopes), _expiry(claims["exp"]))
 
     async def _rsa_key(self, kid: Any) -> Any:
         if not isinstance(kid, str):
@@ -160,6 +161,20 @@ class TokenVerifier:
             raise AuthError(f"token signed with an unknown key: {exc}") from None
         self._remote_keys[kid] = (signing_key, now)
         return signing_key.key
+
+
+def _expiry(exp: Any) -> float:
+    # PyJWT has checked that int(exp) works, which strings ("١٢") and integers too
+    # large for a float pass as well: a NumericDate is a finite JSON number (RFC 7519).
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthError("invalid token: exp must be a number")
+    try:
+        seconds = float(exp)
+    except OverflowError:
+        raise AuthError("invalid token: exp is out of range") from None
+    if not math.isfinite(seconds):
+        raise AuthError("invalid token: exp is out of range")
+    return seconds
 
 
 def issue_token(

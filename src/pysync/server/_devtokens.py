@@ -10,11 +10,12 @@ which listens on loopback.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ._auth import issue_token
@@ -26,6 +27,8 @@ DEMO_SHARED_SCOPE = "s#team"
 #: Local user names: short, lowercase, safe in a scope (``u#<user>``) and a database name.
 _USER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _MAX_BODY = 1024
+
+logger = logging.getLogger("pysync.proxy")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class DevTokens:
             user = json.loads(body)["user"]
             if not isinstance(user, str) or not _USER.fullmatch(user):
                 raise ValueError("bad user")
+        except ClientDisconnect:  # nobody is left to answer: no error of the server's
+            logger.info("client disconnected before the end of its %s body", DEV_TOKEN_PATH)
+            return Response(status_code=499)
         except (ValueError, KeyError, TypeError):
             return JSONResponse(
                 {"error": 'expected {"user": "<name>"}: 1-32 of a-z, 0-9, "_", "-"'},

@@ -57,6 +57,20 @@ class SerializationError(ProxyError):
         super().__init__(400, "SerializationException", message)
 
 
+class ClientDisconnected(ProxyError):
+    """The client went away before its request was complete (status 499, as nginx logs it).
+
+    Nobody reads the answer. The proxy logs it at info level, without a
+    traceback: it is no fault of the server's (a client that hangs up mid-body,
+    or one cut off by a connection limit).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            499, "ClientDisconnected", "the client disconnected before the end of its request"
+        )
+
+
 class AuthError(ProxyError):
     """Missing, malformed, expired or untrusted bearer token (HTTP 401)."""
 

@@ -14,6 +14,7 @@ which could express conditions the checker does not parse.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from ._expr import (
     parse_update,
     resolve_name,
 )
+from ._numbers import positive_int
 
 #: System fields a client may write (DESIGN.md "Data in DynamoDB").
 PROTOCOL_FIELDS = frozenset({"_v", "_hlc", "_c", "_m", "_del", "_ttl"})
@@ -131,6 +133,23 @@ _LEGACY = frozenset(
     }
 )
 _SORT_COMPARATORS = frozenset({"=", "<", "<=", ">", ">="})
+#: DynamoDB's bounds on ``ClientRequestToken`` (the proxy's own tokens stay within them too).
+MAX_REQUEST_TOKEN = 36
+
+
+def user_request_token(subject: str, token: str) -> str:
+    """The ``ClientRequestToken`` the proxy sends for ``token`` from the user ``subject``.
+
+    All users share the proxy's AWS identity, and DynamoDB remembers a
+    transaction's token for ten minutes per identity: passed on unchanged, one
+    user's token could make another user's transaction fail with
+    ``IdempotentParameterMismatchException`` (or pass as an earlier one). The
+    proxy sends a hash of both instead: 36 hex digits (144 bits of SHA-256 over
+    the length-prefixed subject and token), the same for the same user and
+    token, so a client's retries still match each other.
+    """
+    data = f"pysync-client-request-token\0{len(subject)}:{subject}\0{token}".encode()
+    return hashlib.sha256(data).hexdigest()[:MAX_REQUEST_TOKEN]
 
 
 @dataclass(frozen=True)
@@ -410,6 +429,8 @@ def _query(c: _Checker, body: dict[str, Any]) -> None:
             raise AccessDenied(f"index {index!r} is not allowed")
         sort_key = rule.local_indexes[index]
     scope = c.key_condition(body, rule, sort_key)
+    if "Limit" in body:
+        positive_int(body["Limit"], "Limit")
     if "ExclusiveStartKey" in body:
         start = _obj(body["ExclusiveStartKey"], "ExclusiveStartKey")
         where = f"ExclusiveStartKey.{rule.partition_key}"
@@ -461,6 +482,12 @@ def _single(element: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def _transact_write_items(c: _Checker, body: dict[str, Any]) -> None:
+    if "ClientRequestToken" in body:
+        token = body["ClientRequestToken"]
+        if not isinstance(token, str) or not 1 <= len(token) <= MAX_REQUEST_TOKEN:
+            raise ValidationError(
+                f"ClientRequestToken must be a string of 1 to {MAX_REQUEST_TOKEN} characters"
+            )
     for i, element in enumerate(_list(body.get("TransactItems"), "TransactItems")):
         kind, spec = _single(element, f"TransactItems[{i}]")
         where = f"TransactItems[{i}].{kind}"

@@ -43,6 +43,7 @@ from starlette.responses import Response, StreamingResponse
 from ._auth import Principal, TokenVerifier
 from ._dynamo import DynamoDBAPI, DynamoDBError
 from ._errors import ProxyError, Throttled, ValidationError
+from ._numbers import ascii_digits
 from ._policy import Policy
 from ._ratelimit import RateLimiter
 from ._signing import JSON_CONTENT_TYPE
@@ -360,8 +361,8 @@ class ChangesEndpoint:
         raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
         if raw_after is None or raw_after == "":
             return principal, scope, None
-        if not raw_after.isdigit() or len(raw_after) > 18:
-            raise ValidationError("after / Last-Event-ID must be a changelog seq")
+        if not ascii_digits(raw_after):  # not isdigit(): "²" passes it and int() refuses it
+            raise ValidationError("after / Last-Event-ID must be a changelog seq (0-9, at most 18)")
         return principal, scope, int(raw_after)
 
     async def _events(self, subscription: Subscription, principal: Principal) -> AsyncIterator[str]:
