@@ -41,6 +41,33 @@ def _scope(value: str) -> str:
     return value
 
 
+_OTHER_USER_FLAG = "--allow-other-user-scope"
+
+
+def _add_scope_options(parser: argparse.ArgumentParser, scope_help: str) -> None:
+    parser.add_argument(
+        "--scope", action="append", default=[], type=_scope, metavar="SCOPE", help=scope_help
+    )
+    parser.add_argument(
+        _OTHER_USER_FLAG,
+        action="store_true",
+        help="allow a --scope u#<other user>: a token with it reads and writes that user's "
+        "private data (refused without this flag)",
+    )
+
+
+def _refuse_private_scopes(command: str, args: argparse.Namespace, scopes: list[str]) -> None:
+    # Another user's private scope (u#...) goes into a token only when asked for on purpose.
+    if scopes and not args.allow_other_user_scope:
+        print(
+            f"pysync {command}: {', '.join(scopes)} is a private scope of another user: "
+            f"a token with it reads and writes that user's data. Shared scopes are s#<space>; "
+            f"pass {_OTHER_USER_FLAG} if you mean it.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=default_port, help="HTTP port")
@@ -126,12 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep DynamoDB Local's data in this directory (default: in memory, lost on exit)",
     )
     dev.add_argument("--user", default="alice", help="user of the printed token (default: alice)")
-    dev.add_argument(
-        "--scope",
-        action="append",
-        default=[],
-        type=_scope,
-        help="extra scope for the printed token, e.g. s#team (repeatable)",
+    _add_scope_options(
+        dev,
+        "shared scope for the printed token and for every user signing in at /dev/token, "
+        "e.g. s#extra (repeatable; sign-ins also get s#team); any u#<user> needs "
+        + _OTHER_USER_FLAG,
     )
 
     consume = commands.add_parser(
@@ -173,12 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Send it as 'Authorization: Bearer <token>'.",
     )
     token.add_argument("--user", required=True, help="the token subject (sub)")
-    token.add_argument(
-        "--scope",
-        action="append",
-        default=[],
-        type=_scope,
-        help="shared scope to grant in addition to u#<user>, e.g. s#team (repeatable)",
+    _add_scope_options(
+        token,
+        "shared scope to grant in addition to u#<user>, e.g. s#team (repeatable); another "
+        "user's u#<user> needs " + _OTHER_USER_FLAG,
     )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--audience", help="aud claim (default: $PYSYNC_JWT_AUDIENCE)")
@@ -283,14 +307,19 @@ def _dev(args: argparse.Namespace) -> int:
         local_session,
     )
 
+    # Every --scope also goes to every user signing in at /dev/token: a u# scope there is
+    # another user's private scope for everyone but that user.
+    _refuse_private_scopes("dev", args, [s for s in args.scope if s.startswith("u#")])
     base = f"http://{args.host}:{args.port}"
     config = ProxyConfig.from_env().replace(
         table=args.table,
         web_dir=args.web_dir,
         pyodide_dir=args.pyodide_dir,
         pyscript_dir=args.pyscript_dir,
-        allowed_origins=tuple(args.allowed_origins or [base]),
+        allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
     )
+    if not config.allowed_origins:  # neither --allow-origin nor PYSYNC_ALLOWED_ORIGINS
+        config = config.replace(allowed_origins=(base,))
     config = _with_static_defaults(config)
     config = _with_consumer(config, args)
     config = config.replace(jwt_secret=config.jwt_secret or DEV_JWT_SECRET)
@@ -401,6 +430,10 @@ def _consume(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from .server import DEV_JWT_SECRET, issue_token
 
+    own = f"u#{args.user}"
+    _refuse_private_scopes(
+        "token", args, [s for s in args.scope if s.startswith("u#") and s != own]
+    )
     secret = os.environ.get("PYSYNC_JWT_SECRET") or DEV_JWT_SECRET
     print(
         issue_token(

@@ -2,6 +2,19 @@
 
 :func:`create_tables` is not local-only: it takes any botocore DynamoDB client,
 so the same call provisions the tables on real AWS.
+
+DynamoDB Local accepts any credentials, so whoever reaches its port reads and
+writes every user's items, bypassing the proxy. Its jar has no bind-address
+option (its Jetty server is built with ``new Server(port)``, which listens on
+every interface, and no system property changes that), so :class:`DynamoDBLocal`
+starts it through a small launcher class instead of ``-jar``: the launcher
+builds the server exactly as DynamoDB Local's own ``main`` does
+(``ServerRunner.createServerFromCommandLineArgs``), sets the host of its
+connectors to ``127.0.0.1`` before starting it, and exits if it cannot. The
+launcher is compiled once with the JDK's ``javac`` into
+``~/.cache/pysync`` (``$XDG_CACHE_HOME``). After the start, on Linux, the
+listening sockets of the port are read from ``/proc/net/tcp*``: anything
+beyond loopback stops DynamoDB Local and raises.
 """
 
 from __future__ import annotations
@@ -9,8 +22,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import hashlib
 import http.client
+import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,6 +76,180 @@ def find_dynamodb_local(start: Path | None = None) -> Path:
     )
 
 
+#: The only address DynamoDB Local listens on.
+LOOPBACK = "127.0.0.1"
+_LAUNCHER_CLASS = "PysyncLoopbackDynamoDBLocal"
+# Reflection only, so that it compiles against the JDK alone and works with the 3.x
+# (software.amazon...) and the older (com.amazonaws...) package names.
+_LAUNCHER_SOURCE = """\
+import java.lang.reflect.Field;
+
+/** DynamoDB Local's own main, with its Jetty connectors bound to one address (args[0]). */
+public final class PysyncLoopbackDynamoDBLocal {
+    private static final String[][] NAMES = {
+        {"software.amazon.dynamodb.services.local.main.ServerRunner",
+         "software.amazon.dynamodb.services.local.server.DynamoDBProxyServer"},
+        {"com.amazonaws.services.dynamodbv2.local.main.ServerRunner",
+         "com.amazonaws.services.dynamodbv2.local.server.DynamoDBProxyServer"},
+    };
+
+    public static void main(String[] argv) {
+        try {
+            String host = argv[0];
+            String[] args = java.util.Arrays.copyOfRange(argv, 1, argv.length);
+            Class<?> runner = null;
+            Class<?> proxyClass = null;
+            for (String[] names : NAMES) {
+                try {
+                    runner = Class.forName(names[0]);
+                    proxyClass = Class.forName(names[1]);
+                    break;
+                } catch (ClassNotFoundException missing) {
+                    runner = null;
+                }
+            }
+            if (runner == null) {
+                throw new IllegalStateException("DynamoDB Local's ServerRunner not found");
+            }
+            Object proxy = runner.getMethod("createServerFromCommandLineArgs", String[].class)
+                .invoke(null, (Object) args);
+            if (proxy == null) {
+                throw new IllegalStateException("invalid DynamoDB Local arguments");
+            }
+            Field field = proxyClass.getDeclaredField("server");
+            field.setAccessible(true);
+            Object server = field.get(proxy);
+            Object[] connectors = (Object[]) server.getClass().getMethod("getConnectors")
+                .invoke(server);
+            if (connectors.length == 0) {
+                throw new IllegalStateException("DynamoDB Local has no connector");
+            }
+            for (Object connector : connectors) {
+                connector.getClass().getMethod("setHost", String.class).invoke(connector, host);
+            }
+            proxyClass.getMethod("start").invoke(proxy);
+            for (Object connector : connectors) {
+                Object bound = connector.getClass().getMethod("getHost").invoke(connector);
+                if (!host.equals(bound)) {
+                    throw new IllegalStateException("a connector listens on " + bound);
+                }
+            }
+            System.out.println("pysync: DynamoDB Local listens on " + host + " only");
+        } catch (Throwable error) {
+            System.out.println("pysync: cannot start DynamoDB Local on one address only:");
+            error.printStackTrace(System.out);
+            System.exit(3);
+        }
+    }
+}
+"""
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pysync"
+
+
+def _javac(java: str) -> str:
+    """The ``javac`` of the JDK that ``java`` belongs to, else the first on ``PATH``."""
+    found = shutil.which(java)
+    if found is not None:
+        sibling = Path(found).resolve().parent / "javac"
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            return str(sibling)
+    javac = shutil.which("javac")
+    if javac is None:
+        raise RuntimeError(
+            "pysync binds DynamoDB Local to 127.0.0.1 with a small launcher compiled by javac, "
+            "and no javac was found: install a JDK 17 or later (for example the Debian "
+            "package openjdk-17-jdk-headless), not only a JRE"
+        )
+    return javac
+
+
+def launcher_classpath(java: str = "java") -> Path:
+    """The directory holding the compiled loopback launcher (compiled on first use).
+
+    Cached under ``~/.cache/pysync/dynamodb-local-launcher-<hash of its source>``,
+    written atomically (compiled into a temporary directory, then renamed), so
+    concurrent starts are safe. Where the cache is not writable, it is compiled
+    into a private temporary directory for this process.
+    """
+    digest = hashlib.sha256(_LAUNCHER_SOURCE.encode()).hexdigest()[:16]
+    try:
+        cache = _cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        target = cache / f"dynamodb-local-launcher-{digest}"
+        if (target / f"{_LAUNCHER_CLASS}.class").is_file():
+            return target
+        build = Path(tempfile.mkdtemp(prefix="launcher-", dir=cache))
+    except OSError:
+        target = None
+        build = Path(tempfile.mkdtemp(prefix="pysync-launcher-"))
+    source = build / f"{_LAUNCHER_CLASS}.java"
+    source.write_text(_LAUNCHER_SOURCE)
+    compiled = subprocess.run(
+        [_javac(java), "--release", "11", "-d", str(build), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if compiled.returncode != 0:
+        shutil.rmtree(build, ignore_errors=True)
+        raise RuntimeError(f"compiling the DynamoDB Local launcher failed:\n{compiled.stderr}")
+    if target is None:
+        return build
+    try:
+        build.rename(target)
+    except OSError:  # another process was faster: use its copy
+        shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
+def _proc_net_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_address)
+    if sys.byteorder == "little":  # /proc/net/tcp* print each 32-bit word in host order
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(raw)
+
+
+def listening_addresses(port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None:
+    """Addresses with a TCP socket listening on ``port`` (Linux ``/proc``); ``None`` elsewhere."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    readable = False
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+                found.append(_proc_net_address(address))
+    return found if readable else None
+
+
+def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def check_loopback_only(port: int) -> None:
+    """Raise ``RuntimeError`` if anything listens on ``port`` beyond loopback (Linux only)."""
+    addresses = listening_addresses(port)
+    exposed = [str(a) for a in addresses or () if not is_loopback(a)]
+    if exposed:
+        raise RuntimeError(
+            f"port {port} listens on {', '.join(exposed)}, beyond loopback: refusing to run "
+            "DynamoDB Local, which accepts any credentials, where the network can reach it"
+        )
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     # PR_SET_PDEATHSIG: the kernel sends SIGTERM to Java if we die, even by SIGKILL.
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)
@@ -74,8 +264,10 @@ class DynamoDBLocal:
 
     Use as a context manager or call :meth:`start`/:meth:`stop`. The process is
     also stopped at interpreter exit, on SIGTERM (when no other handler is
-    installed) and, on Linux, when this process dies. Note that DynamoDB Local
-    has no bind-address option: it listens on all interfaces.
+    installed) and, on Linux, when this process dies. It listens on
+    ``127.0.0.1`` only (see the module's docstring for how, since DynamoDB Local
+    has no bind-address option of its own); a start that would listen beyond
+    loopback fails.
     """
 
     def __init__(
@@ -96,7 +288,7 @@ class DynamoDBLocal:
     @property
     def endpoint(self) -> str:
         """HTTP endpoint URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> str:
         """Start Java and wait until DynamoDB Local answers; return the endpoint."""
@@ -105,11 +297,14 @@ class DynamoDBLocal:
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             storage = ["-dbPath", str(self.data_dir)]
+        launcher = launcher_classpath(self.java)
         command = [
             self.java,
             f"-Djava.library.path={home / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(home / "DynamoDBLocal.jar"),
+            "-cp",
+            os.pathsep.join([str(home / "DynamoDBLocal.jar"), str(launcher)]),
+            _LAUNCHER_CLASS,
+            LOOPBACK,
             "-port",
             str(self.port),
             *storage,
@@ -131,6 +326,11 @@ class DynamoDBLocal:
         ):
             signal.signal(signal.SIGTERM, _raise_system_exit)
         self._wait_ready(timeout)
+        try:
+            check_loopback_only(self.port)
+        except RuntimeError:
+            self.stop()
+            raise
         return self.endpoint
 
     def _wait_ready(self, timeout: float) -> None:
@@ -150,7 +350,7 @@ class DynamoDBLocal:
             time.sleep(0.05)
 
     def _answers(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2)
         try:
             connection.request(
                 "POST",
