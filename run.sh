@@ -31,7 +31,8 @@ apt_install() {
 
 setup() {
   local browser=$1 pkgs=()
-  command -v java >/dev/null || pkgs+=(default-jre-headless)
+  # A JDK, not only a JRE: DynamoDB Local is bound to loopback by a launcher javac compiles.
+  command -v javac >/dev/null || pkgs+=(default-jdk-headless)
   if [ "$browser" = yes ] && [ ! -x /usr/bin/chromium ]; then pkgs+=(chromium); fi
   apt_install "${pkgs[@]+"${pkgs[@]}"}"
 
