@@ -101,6 +101,46 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
         "replica runs it, e.g. `pysync consume`); realtime still works (default: "
         "$PYSYNC_CONSUMER, else on)",
     )
+    limits = parser.add_argument_group(
+        "limits on clients", "defaults and PYSYNC_* variables: docs/security.md#limits"
+    )
+    for flag, kind, text in _LIMIT_FLAGS:
+        limits.add_argument(flag, type=kind, metavar="N", help=text)
+
+
+_LIMIT_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--max-header-bytes", int, "request line and headers, in bytes (431 beyond)"),
+    ("--max-headers", int, "number of request headers (431 beyond)"),
+    ("--max-authorization-bytes", int, "length of the Authorization header (431 beyond)"),
+    ("--header-timeout", float, "seconds to receive a request's headers (408 after)"),
+    ("--body-timeout", float, "seconds to receive a request's body (408 after)"),
+    ("--keep-alive-timeout", float, "seconds an idle keep-alive connection stays open"),
+    ("--max-client-connections", int, "open client connections in total (503 beyond)"),
+    (
+        "--max-connections-per-address",
+        int,
+        "open connections per client IP address, 0 for no cap (503 beyond; behind a load "
+        "balancer all clients share its address)",
+    ),
+    ("--max-streams", int, "open GET /changes streams in total (503 beyond)"),
+)
+
+
+def _check_limits(config: ProxyConfig, command: str) -> None:
+    from .server._limits import Limits
+
+    try:
+        Limits.from_config(config)
+    except ValueError as error:
+        sys.exit(f"pysync {command}: {error}")
+
+
+def _limit_options(args: argparse.Namespace) -> dict[str, Any]:
+    # ProxyConfig field names of the limit flags (unset ones are None: the config keeps its own).
+    return {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, _, _ in _LIMIT_FLAGS
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,8 +276,10 @@ def _with_consumer(config: ProxyConfig, args: argparse.Namespace) -> ProxyConfig
     return config
 
 
-def _run(app: Any, host: str, port: int, log_level: str) -> None:
+def _run(app: Any, config: ProxyConfig, host: str, port: int, log_level: str) -> None:
     import uvicorn
+
+    from .server._limits import uvicorn_config
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -248,16 +290,18 @@ def _run(app: Any, host: str, port: int, log_level: str) -> None:
             super().handle_exit(sig, frame)
 
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stdout)
-    # The proxy writes its own structured access log (pysync.access).
-    config = uvicorn.Config(
+    # The proxy writes its own structured access log (pysync.access); the HTTP protocol
+    # enforces the limits of config on every connection before the app sees a request.
+    server_config = uvicorn_config(
         app,
+        config,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    Server(config).run()
+    Server(server_config).run()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -279,6 +323,7 @@ def _serve(args: argparse.Namespace) -> int:
         web_dir=args.web_dir,
         pyodide_dir=args.pyodide_dir,
         pyscript_dir=args.pyscript_dir,
+        **_limit_options(args),
     )
     config = _with_static_defaults(config)
     if not (config.jwt_secret or config.jwks_url or config.jwks_file) and args.dev:
@@ -288,7 +333,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not (config.jwt_secret or config.jwks_url or config.jwks_file):
         sys.exit("pysync serve: set PYSYNC_JWT_SECRET, PYSYNC_JWKS_URL or PYSYNC_JWKS_FILE")
     config = _with_consumer(config, args)
-    _run(create_app(config), args.host, args.port, args.log_level)
+    _check_limits(config, "serve")
+    _run(create_app(config), config, args.host, args.port, args.log_level)
     return 0
 
 
@@ -317,6 +363,7 @@ def _dev(args: argparse.Namespace) -> int:
         pyodide_dir=args.pyodide_dir,
         pyscript_dir=args.pyscript_dir,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
+        **_limit_options(args),
     )
     if not config.allowed_origins:  # neither --allow-origin nor PYSYNC_ALLOWED_ORIGINS
         config = config.replace(allowed_origins=(base,))
@@ -325,6 +372,7 @@ def _dev(args: argparse.Namespace) -> int:
     config = config.replace(jwt_secret=config.jwt_secret or DEV_JWT_SECRET)
     if "PYSYNC_STREAM_POLL_INTERVAL" not in os.environ:
         config = config.replace(stream_poll_interval=0.02)  # DynamoDB Local does not throttle
+    _check_limits(config, "dev")
     with DynamoDBLocal(data_dir=args.data_dir) as database:
         config = config.replace(dynamodb_endpoint=database.endpoint)
         session = local_session()
@@ -361,7 +409,7 @@ def _dev(args: argparse.Namespace) -> int:
         )
         print(f"  sign-in:        POST {base}{DEV_TOKEN_PATH} (dev only)\n", flush=True)
         app = create_app(config, session=session, dev_tokens=dev_tokens)
-        _run(app, args.host, args.port, args.log_level)
+        _run(app, config, args.host, args.port, args.log_level)
     return 0
 
 

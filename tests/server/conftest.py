@@ -41,6 +41,7 @@ from pysync.server import (
     dynamodb_client,
     local_session,
 )
+from pysync.server._limits import uvicorn_config
 
 from .hostile_corpus import AUDIENCE, ISSUER, TABLE, N, S
 
@@ -58,15 +59,19 @@ class ServerThread:
     """uvicorn serving an ASGI app on a pre-bound socket in a background thread.
 
     The socket listens before the thread starts, so clients can connect at once:
-    their connections wait in the backlog until the app has started.
+    their connections wait in the backlog until the app has started. uvicorn runs
+    as `pysync serve` runs it: with the connection and request limits of ``limits``
+    (default: the defaults of :class:`ProxyConfig`).
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, limits: ProxyConfig | None = None) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn_config(
+            app, limits or ProxyConfig(), log_level="warning", access_log=False, lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
@@ -161,7 +166,7 @@ def make_proxy(
 
     def start(**changes: Any) -> str:
         config = proxy_config(dynamodb, jwks_file, static_dirs, **changes)
-        server = ServerThread(create_app(config, session=local_session()))
+        server = ServerThread(create_app(config, session=local_session()), config)
         servers.append(server.__enter__())
         return server.url
 

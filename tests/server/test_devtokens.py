@@ -205,8 +205,9 @@ def captured_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, A
     monkeypatch.chdir(tmp_path)
     captured: dict[str, Any] = {}
 
-    def run(app: Any, host: str, port: int, log_level: str) -> None:
+    def run(app: Any, config: Any, host: str, port: int, log_level: str) -> None:
         captured["app"] = app
+        captured["config"] = config
 
     monkeypatch.setattr(cli, "_run", run)
     return captured

@@ -44,6 +44,7 @@ from ._devtokens import DEV_TOKEN_PATH, DevTokens
 from ._dynamo import DynamoDBAPI
 from ._errors import ClientDisconnected, ProxyError, SerializationError, Throttled, ValidationError
 from ._forward import Forwarder
+from ._limits import HeaderLimits, Limits
 from ._numbers import check_attribute_numbers, json_float, json_int
 from ._policy import Policy, user_request_token
 from ._ratelimit import RateLimiter
@@ -353,6 +354,7 @@ def create_app(
         config.changelog_table,
         heartbeat=config.sse_heartbeat,
         max_streams_per_subject=config.max_streams_per_subject,
+        max_streams_total=config.max_streams,
     )
 
     @asynccontextmanager
@@ -389,7 +391,9 @@ def create_app(
         routes.append(Mount("/pyscript", app=pyscript))
     if config.web_dir is not None:
         routes.append(Mount("/", app=_StaticFiles(directory=config.web_dir, html=True)))
-    middleware = [Middleware(AccessLog)]
+    # The HTTP protocol (uvicorn_config) enforces the header limits first; this repeats them
+    # for other ASGI servers, before any token is verified.
+    middleware = [Middleware(AccessLog), Middleware(HeaderLimits, Limits.from_config(config))]
     if config.allowed_origins:
         middleware.append(
             Middleware(

@@ -42,6 +42,19 @@ _FLOAT_SETTINGS = {
     "PYSYNC_LEASE_DURATION": "lease_duration",
     "PYSYNC_REALTIME_POLL_INTERVAL": "realtime_poll_interval",
     "PYSYNC_SSE_HEARTBEAT": "sse_heartbeat",
+    "PYSYNC_HEADER_TIMEOUT": "header_timeout",
+    "PYSYNC_BODY_TIMEOUT": "body_timeout",
+    "PYSYNC_KEEP_ALIVE_TIMEOUT": "keep_alive_timeout",
+}
+
+#: Integer limits on what clients send (docs/security.md#limits).
+_INT_LIMITS = {
+    "PYSYNC_MAX_HEADER_BYTES": "max_header_bytes",
+    "PYSYNC_MAX_HEADERS": "max_headers",
+    "PYSYNC_MAX_AUTHORIZATION_BYTES": "max_authorization_bytes",
+    "PYSYNC_MAX_CLIENT_CONNECTIONS": "max_client_connections",
+    "PYSYNC_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
+    "PYSYNC_MAX_STREAMS": "max_streams",
 }
 
 
@@ -56,6 +69,13 @@ class ProxyConfig:
     docs/changelog.md for it and the realtime settings. AWS credentials are not configured here: the
     proxy uses botocore's standard chain (environment, ``aws_profile``,
     container or instance role).
+
+    ``max_connections`` is the pool of connections to DynamoDB. The limits on what
+    clients send and hold (``max_header_bytes`` ... ``max_connections_per_address``,
+    ``max_body_bytes``) are applied by the HTTP protocol of
+    ``pysync.server._limits.uvicorn_config`` before the app sees a request;
+    ``max_streams`` and ``max_streams_per_subject`` cap open ``GET /changes`` streams.
+    See docs/security.md#limits.
     """
 
     table: str = "pysync"
@@ -84,6 +104,15 @@ class ProxyConfig:
     realtime_poll_interval: float = 1.0
     sse_heartbeat: float = 15.0
     max_streams_per_subject: int = 16
+    max_streams: int = 500
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_authorization_bytes: int = 8 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_client_connections: int = 1000
+    max_connections_per_address: int = 100
 
     @property
     def changelog_table(self) -> str:
@@ -157,6 +186,9 @@ class ProxyConfig:
                 values[field_name] = _float(value, name)
         if streams := get("PYSYNC_MAX_STREAMS_PER_SUBJECT"):
             values["max_streams_per_subject"] = _int(streams, "PYSYNC_MAX_STREAMS_PER_SUBJECT")
+        for name, field_name in _INT_LIMITS.items():
+            if value := get(name):
+                values[field_name] = _int(value, name)
         if web := get("PYSYNC_WEB_DIR"):
             values["web_dir"] = Path(web)
         if pyodide := get("PYSYNC_PYODIDE_DIR"):

@@ -33,12 +33,13 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from itertools import islice
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ._auth import Principal, TokenVerifier
 from ._dynamo import DynamoDBAPI, DynamoDBError
@@ -287,6 +288,7 @@ class ChangesEndpoint:
         *,
         heartbeat: float = 15.0,
         max_streams_per_subject: int = 16,
+        max_streams_total: int = 500,
     ) -> None:
         self.verifier = verifier
         self.policy = policy
@@ -294,14 +296,43 @@ class ChangesEndpoint:
         self.changelog_table = changelog_table
         self.heartbeat = heartbeat
         self.max_streams = max_streams_per_subject
+        self.max_streams_total = max_streams_total
         self.feed: ChangeFeed | None = None
         self._open: dict[str, int] = {}
+        self._total = 0
+
+    @property
+    def open_streams(self) -> int:
+        """Streams open (or being opened) in this process."""
+        return self._total
+
+    def _server_full(self) -> ProxyError:
+        return ProxyError(
+            503,
+            "ServiceUnavailable",
+            "too many open change streams on this server",
+            {"Retry-After": "5"},
+        )
+
+    def _acquire(self, subject: str) -> None:
+        self._open[subject] = self._open.get(subject, 0) + 1
+        self._total += 1
+
+    def _release(self, subject: str) -> None:
+        self._total -= 1
+        count = self._open.get(subject, 1) - 1
+        if count:
+            self._open[subject] = count
+        else:
+            self._open.pop(subject, None)
 
     async def handle(self, request: Request) -> Response:
         """Starlette endpoint for ``GET /changes``."""
         log: dict[str, Any] = request.scope.get("pysync.log", {})
         log["op"] = "Subscribe"
         try:
+            if self._total >= self.max_streams_total:  # before any token work
+                raise self._server_full()
             principal, scope, after = await self._check(request, log)
             feed = self.feed
             if feed is None:
@@ -310,21 +341,35 @@ class ChangesEndpoint:
                 raise ProxyError(
                     429, "LimitExceededException", "too many open change streams for this token"
                 )
+            if self._total >= self.max_streams_total:  # again: others may have opened meanwhile
+                raise self._server_full()
+            self._acquire(principal.subject)  # held from here, so concurrent opens count
             try:
                 subscription = await feed.subscribe(scope, after)
             except DynamoDBError as error:
+                self._release(principal.subject)
                 logger.warning("subscribing to %s failed: %s", scope, error)
                 raise ProxyError(
                     503, "ServiceUnavailable", "could not read the changelog"
                 ) from None
-            except RuntimeError:
-                raise ProxyError(503, "ServiceUnavailable", "the server is shutting down") from None
+            except BaseException as error:
+                self._release(principal.subject)
+                if isinstance(error, RuntimeError):
+                    raise ProxyError(
+                        503, "ServiceUnavailable", "the server is shutting down"
+                    ) from None
+                raise
         except ProxyError as error:
             log["error"] = error.error_type
             return _error(error)
-        self._open[principal.subject] = self._open.get(principal.subject, 0) + 1
-        return StreamingResponse(
+
+        def release() -> None:
+            subscription.close()
+            self._release(principal.subject)
+
+        return _EventStream(
             self._events(subscription, principal),
+            release,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -392,11 +437,31 @@ class ChangesEndpoint:
                 )
         finally:
             subscription.close()
-            count = self._open.get(principal.subject, 1) - 1
-            if count:
-                self._open[principal.subject] = count
-            else:
-                self._open.pop(principal.subject, None)
+
+
+class _EventStream(StreamingResponse):
+    """A StreamingResponse that runs ``release`` once it ends, however it ends.
+
+    Starlette never starts the generator of a client that disconnected before the
+    response began, so the generator's own ``finally`` cannot be what frees the slot.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[str], release: Callable[[], None], **options: Any
+    ) -> None:
+        super().__init__(content, **options)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+            self._release = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 def _json(value: Any) -> str:
