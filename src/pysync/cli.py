@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -42,6 +43,7 @@ def _scope(value: str) -> str:
 
 
 _OTHER_USER_FLAG = "--allow-other-user-scope"
+_REMOTE_FLAG = "--allow-remote"
 
 
 def _add_scope_options(parser: argparse.ArgumentParser, scope_help: str) -> None:
@@ -63,6 +65,22 @@ def _refuse_private_scopes(command: str, args: argparse.Namespace, scopes: list[
             f"pysync {command}: {', '.join(scopes)} is a private scope of another user: "
             f"a token with it reads and writes that user's data. Shared scopes are s#<space>; "
             f"pass {_OTHER_USER_FLAG} if you mean it.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def _refuse_remote_dev(args: argparse.Namespace) -> None:
+    # The dev stack signs anyone in as anyone (/dev/token, the public secret): loopback only.
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and not args.allow_remote:
+        print(
+            f"pysync dev: --host {args.host} would let anyone who reaches it sign in as any "
+            f"user (POST /dev/token) and sign tokens with the public dev secret. Use "
+            f"127.0.0.1, or pass {_REMOTE_FLAG} if you mean it.",
             file=sys.stderr,
         )
         sys.exit(2)
@@ -193,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep DynamoDB Local's data in this directory (default: in memory, lost on exit)",
     )
     dev.add_argument("--user", default="alice", help="user of the printed token (default: alice)")
+    dev.add_argument(
+        _REMOTE_FLAG,
+        action="store_true",
+        help="allow a --host other than loopback: anyone who reaches it can sign in as anyone "
+        "at /dev/token and use the public dev secret",
+    )
     _add_scope_options(
         dev,
         "shared scope for the printed token and for every user signing in at /dev/token, "
@@ -356,6 +380,7 @@ def _dev(args: argparse.Namespace) -> int:
     # Every --scope also goes to every user signing in at /dev/token: a u# scope there is
     # another user's private scope for everyone but that user.
     _refuse_private_scopes("dev", args, [s for s in args.scope if s.startswith("u#")])
+    _refuse_remote_dev(args)
     base = f"http://{args.host}:{args.port}"
     config = ProxyConfig.from_env().replace(
         table=args.table,

@@ -166,6 +166,27 @@ def test_dev_refuses_private_scopes_before_starting_anything(
     assert "--allow-other-user-scope" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.2", "::", "example.org"])
+def test_dev_refuses_to_listen_beyond_loopback_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    # Anyone reaching /dev/token can sign in as anyone: the dev stack stays on loopback.
+    monkeypatch.setattr(pysync.server, "DynamoDBLocal", _NoJava)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["dev", "--host", host])
+    assert exit_info.value.code == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_dev_starts_on_loopback_without_the_flag(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setattr(pysync.server, "DynamoDBLocal", _NoJava)
+    with pytest.raises(AssertionError, match="before checking its options"):
+        cli.main(["dev", "--host", host])  # past the checks: it starts DynamoDB Local
+
+
 class _FakeDynamoDBLocal:
     """Stands in for DynamoDB Local (Java): the app is built, never run."""
 
