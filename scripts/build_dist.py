@@ -9,6 +9,9 @@ assembles ``build/pyodide/``:
   (pytest for assertion rewriting, tblib for tracebacks, micropip), downloaded
   from PyPI at exactly the versions of Pyodide's lock file;
 * the pysync wheel, built from ``src/``, registered in the lock as ``pysync``;
+* optional, for pages that use boto3 (docs/sdks.md): boto3, botocore, jmespath, s3transfer
+  (pinned in :data:`SDK_WHEELS`) and pyodide-http, urllib3, python-dateutil, six (from the
+  lock), all from PyPI; never precached, loaded only by ``loadPackage(["boto3", ...])``;
 * ``build.json``: the build's id and the files the page's service worker
   (``web/sw.js``) precaches for offline use, with their sizes and sha256.
 
@@ -52,6 +55,27 @@ CACHE = ROOT / "build" / "wheel-cache"
 
 # Packages pytest-pyodide loads by name inside the page, with their dependencies.
 TEST_PACKAGES = ("pytest", "tblib", "micropip", "packaging")
+# The AWS SDK for Python in the page (docs/sdks.md): listed in the lock and shipped, but loaded
+# only by pages that call ``pyodide.loadPackage(["boto3", "pyodide-http"])``; never precached.
+SDK_PACKAGES = ("boto3", "pyodide-http")
+# Pure-Python wheels missing from Pyodide's lock, pinned here: name -> (version, file name,
+# imports, depends). The others (pyodide-http, urllib3, python-dateutil, six) come from the lock.
+SDK_WHEELS: dict[str, tuple[str, str, list[str], list[str]]] = {
+    "boto3": (
+        "1.43.117",
+        "boto3-1.43.117-py3-none-any.whl",
+        ["boto3"],
+        ["botocore", "jmespath", "s3transfer"],
+    ),
+    "botocore": (
+        "1.43.117",
+        "botocore-1.43.117-py3-none-any.whl",
+        ["botocore"],
+        ["jmespath", "python-dateutil", "urllib3"],
+    ),
+    "jmespath": ("1.1.0", "jmespath-1.1.0-py3-none-any.whl", ["jmespath"], []),
+    "s3transfer": ("0.19.3", "s3transfer-0.19.3-py3-none-any.whl", ["s3transfer"], ["botocore"]),
+}
 # The environment variable that gives hatchling the version to build with.
 VERSION_VARIABLE = "PYSYNC_WHEEL_VERSION"
 # Files the page needs to boot, precached by the service worker (with the pysync wheel).
@@ -231,7 +255,12 @@ def build_info(dist: Path, lock: dict[str, object]) -> dict[str, object]:
     }
 
 
-def build(with_test_packages: bool = True, dist: Path = DIST, source: Path = ROOT) -> Path:
+def build(
+    with_test_packages: bool = True,
+    dist: Path = DIST,
+    source: Path = ROOT,
+    with_sdk_packages: bool = True,
+) -> Path:
     """Assemble ``dist`` (default ``build/pyodide/``) with the wheel of ``source``; return it."""
     if not NPM_PYODIDE.exists():
         raise SystemExit("node_modules/pyodide is missing: run `npm ci` first")
@@ -244,6 +273,25 @@ def build(with_test_packages: bool = True, dist: Path = DIST, source: Path = ROO
     kept: dict[str, dict[str, object]] = {}
     if with_test_packages:
         for name in _closure(packages, TEST_PACKAGES):
+            entry = dict(packages[name])
+            wheel = _fetch_wheel(name, str(entry["version"]), str(entry["file_name"]))
+            _copy_if_changed(wheel, dist / wheel.name)
+            entry["file_name"] = wheel.name
+            entry["sha256"] = _sha256(wheel)
+            kept[name] = entry
+    if with_sdk_packages:
+        for name, (version, file_name, imports, depends) in SDK_WHEELS.items():
+            packages[name] = {
+                "name": name,
+                "version": version,
+                "file_name": file_name,
+                "install_dir": "site",
+                "package_type": "package",
+                "imports": imports,
+                "depends": depends,
+                "unvendored_tests": False,
+            }
+        for name in _closure(packages, SDK_PACKAGES):
             entry = dict(packages[name])
             wheel = _fetch_wheel(name, str(entry["version"]), str(entry["file_name"]))
             _copy_if_changed(wheel, dist / wheel.name)
@@ -282,8 +330,18 @@ def main() -> None:
         action="store_true",
         help="skip the pytest/tblib/micropip wheels (the demo page does not need them)",
     )
+    parser.add_argument(
+        "--no-sdk-packages",
+        action="store_true",
+        help="skip boto3/botocore/pyodide-http (only pages using boto3 load them)",
+    )
     args = parser.parse_args()
-    print(build(with_test_packages=not args.no_test_packages))
+    print(
+        build(
+            with_test_packages=not args.no_test_packages,
+            with_sdk_packages=not args.no_sdk_packages,
+        )
+    )
 
 
 if __name__ == "__main__":
