@@ -8,7 +8,8 @@ assembles ``build/pyodide/``:
 * the pure-Python wheels that pytest-pyodide loads by name inside the page
   (pytest for assertion rewriting, tblib for tracebacks, micropip), downloaded
   from PyPI at exactly the versions of Pyodide's lock file;
-* the pysync wheel, built from ``src/``, registered in the lock as ``pysync``;
+* the pysync wheel, built from ``src/``, registered in the lock as ``pysync``: the client
+  only, without ``pysync/server/`` and the ``pysync`` command (:func:`strip_server`);
 * optional, for pages that use boto3 (docs/sdks.md): boto3, botocore, jmespath, s3transfer
   (pinned in :data:`SDK_WHEELS`) and pyodide-http, urllib3, python-dateutil, six (from the
   lock), all from PyPI; never precached, loaded only by ``loadPackage(["boto3", ...])``;
@@ -46,6 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,10 +191,41 @@ def _fetch_wheel(name: str, version: str, file_name: str) -> Path:
     return target
 
 
-def build_pysync_wheel(source: Path = ROOT) -> Path:
+# What the page never runs: the proxy and dev stack (CPython only, ``pysync[server]``) and the
+# ``pysync`` command. pysync.testing stays: it imports no server code, and the browser tests
+# run its store contract in the page.
+SERVER_ONLY = ("pysync/server/", "pysync/cli.py")
+
+
+def _server_only(name: str) -> bool:
+    return name.startswith(SERVER_ONLY) or name.endswith(".dist-info/entry_points.txt")
+
+
+def strip_server(wheel: Path) -> None:
+    """Rewrite ``wheel`` in place without :data:`SERVER_ONLY` files (nor the console script).
+
+    ``RECORD`` loses their rows; every other member is copied byte for byte with its
+    timestamp, so the same input gives the same output.
+    """
+    partial = wheel.with_name(f".{wheel.name}.partial")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(partial, "w") as dst:
+        for info in src.infolist():
+            if _server_only(info.filename):
+                continue
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                rows = data.decode().splitlines(keepends=True)
+                data = "".join(r for r in rows if not _server_only(r.split(",", 1)[0])).encode()
+            dst.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
+    os.replace(partial, wheel)
+
+
+def build_pysync_wheel(source: Path = ROOT, client_only: bool = True) -> Path:
     """Build the pysync wheel of the tree ``source`` into ``<source>/build/wheel/``.
 
-    Its version is :func:`build_version` of that tree.
+    Its version is :func:`build_version` of that tree. ``client_only`` (the page's
+    wheel) leaves out the server side (:func:`strip_server`); ``pip install`` of the
+    project itself always gets the whole package.
     """
     out = source / "build" / "wheel"
     shutil.rmtree(out, ignore_errors=True)
@@ -204,6 +237,8 @@ def build_pysync_wheel(source: Path = ROOT) -> Path:
         env={**os.environ, VERSION_VARIABLE: build_version(source)},
     )
     (wheel,) = out.glob("pysync-*.whl")
+    if client_only:
+        strip_server(wheel)
     return wheel
 
 

