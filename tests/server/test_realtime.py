@@ -356,3 +356,24 @@ async def test_close_streams_ends_every_subscription(stack: Stack, ddb: Any) -> 
             stack.url + "/changes", params={"scope": scope, "token": token(scope)}
         )
     assert error_of(response) == (503, "ServiceUnavailable")
+
+
+def test_an_event_is_encoded_once_for_every_subscriber_while_in_memory() -> None:
+    from pysync.server._realtime import _Tail
+
+    tail = _Tail("s#t", 0, size=2)
+
+    def entry(seq: int) -> dict[str, Any]:
+        return {"pk": {"S": "s#t"}, "sk": {"N": str(seq)}, "key": {"S": f"app/docs#{seq}"}}
+
+    first = entry(1)
+    tail.offer([first, entry(2)])
+    text = tail.text(first)
+    assert text is tail.text(dict(first))  # the second stream gets the same string
+    assert json.loads(text.split("data: ", 1)[1]) == {"scope": "s#t", "seq": 1, "entry": first}
+    assert text.startswith("id: 1\n")
+    assert 1 in tail.texts
+    tail.offer([entry(3)])  # seq 1 leaves memory, and its text with it
+    assert 1 not in tail.texts
+    assert tail.text(first) == text  # still right when read back from the changelog
+    assert 1 not in tail.texts  # and not kept: it is no longer in memory

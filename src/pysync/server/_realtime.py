@@ -66,6 +66,8 @@ class _Tail:
         self.scope = scope
         self.last = last
         self.entries: deque[Entry] = deque(maxlen=size)
+        #: The SSE text of each entry in memory, made once for all the scope's subscribers.
+        self.texts: dict[int, str] = {}
         self.subscribers: set[Subscription] = set()
         self.fetching: asyncio.Task[None] | None = None
         self.again = False
@@ -81,6 +83,8 @@ class _Tail:
             if seq != self.last + 1:
                 gap = True
                 break
+            if len(self.entries) == self.entries.maxlen:
+                self.texts.pop(entry_seq(self.entries[0]), None)
             self.entries.append(entry)
             self.last = seq
             added = True
@@ -88,6 +92,17 @@ class _Tail:
             for subscriber in self.subscribers:
                 subscriber.wake.set()
         return gap
+
+    def text(self, entry: Entry) -> str:
+        """The SSE event of ``entry`` (encoded once while the entry is in memory)."""
+        seq = entry_seq(entry)
+        text = self.texts.get(seq)
+        if text is None:
+            event = {"scope": self.scope, "seq": seq, "entry": entry}
+            text = f"id: {seq}\ndata: {_json(event)}\n\n"
+            if self.entries and entry_seq(self.entries[0]) <= seq <= self.last:
+                self.texts[seq] = text
+        return text
 
     def since(self, cursor: int) -> list[Entry] | None:
         """Entries after ``cursor`` from memory; ``None`` if they are no longer all in memory."""
@@ -128,6 +143,10 @@ class Subscription:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), remaining)
         return None
+
+    def text(self, entry: Entry) -> str:
+        """The SSE event of one of this scope's entries."""
+        return self._tail.text(entry)
 
     def close(self) -> None:
         """Stop this subscription (idempotent)."""
@@ -430,11 +449,7 @@ class ChangesEndpoint:
                 if not batch:
                     yield ": ping\n\n"
                     continue
-                yield "".join(
-                    f"id: {seq}\ndata: {_json({'scope': scope, 'seq': seq, 'entry': entry})}\n\n"
-                    for entry in batch
-                    for seq in (entry_seq(entry),)
-                )
+                yield "".join(subscription.text(entry) for entry in batch)
         finally:
             subscription.close()
 
