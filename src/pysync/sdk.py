@@ -19,12 +19,15 @@ imported by ``pysync`` itself.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["bearer", "proxy_client"]
 
 Token = str | Callable[[], str]
+
+_IN_PYODIDE = sys.platform == "emscripten"
 
 
 def bearer(client: Any, token: Token) -> Any:
@@ -40,6 +43,12 @@ def bearer(client: Any, token: Token) -> Any:
     def add_authorization(request: Any, **_: Any) -> None:
         value = token() if callable(token) else token
         request.headers["Authorization"] = f"Bearer {value}"
+        if _IN_PYODIDE:
+            # botocore keeps some header values as bytes; urllib3's Pyodide backend hands
+            # them to fetch() as Uint8Arrays, which arrive as "68,121,...".
+            for name, header in list(request.headers.items()):
+                if isinstance(header, bytes):
+                    request.headers[name] = header.decode("latin-1")
 
     client.meta.events.register("before-send.dynamodb", add_authorization)
     return client
