@@ -9,7 +9,8 @@ assembles ``build/pyodide/``:
   (pytest for assertion rewriting, tblib for tracebacks, micropip), downloaded
   from PyPI at exactly the versions of Pyodide's lock file;
 * the pysync wheel, built from ``src/``, registered in the lock as ``pysync``: the client
-  only, without ``pysync/server/`` and the ``pysync`` command (:func:`strip_server`);
+  only, without ``pysync/server/``, the ``pysync`` command and the in-memory DynamoDB of
+  ``pysync.testing`` (:func:`strip_server`);
 * optional, for pages that use boto3 (docs/sdks.md): boto3, botocore, jmespath, s3transfer
   (pinned in :data:`SDK_WHEELS`) and pyodide-http, urllib3, python-dateutil, six (from the
   lock), all from PyPI; never precached, loaded only by ``loadPackage(["boto3", ...])``;
@@ -191,10 +192,10 @@ def _fetch_wheel(name: str, version: str, file_name: str) -> Path:
     return target
 
 
-# What the page never runs: the proxy and dev stack (CPython only, ``pysync[server]``) and the
-# ``pysync`` command. pysync.testing stays: it imports no server code, and the browser tests
-# run its store contract in the page.
-SERVER_ONLY = ("pysync/server/", "pysync/cli.py")
+# What the page never runs: the proxy and dev stack (CPython only, ``pysync[server]``), the
+# ``pysync`` command and pysync.testing's in-memory DynamoDB (imported on first use). The
+# rest of pysync.testing stays: the browser tests run its store contract in the page.
+SERVER_ONLY = ("pysync/server/", "pysync/cli.py", "pysync/testing/_dynamo.py")
 
 
 def _server_only(name: str) -> bool:

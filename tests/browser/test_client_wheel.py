@@ -20,4 +20,5 @@ def test_import_pysync_loads_no_server_code(selenium):
     import pysync.testing
 
     assert pysync.testing.indexeddb_factory
+    assert importlib.util.find_spec("pysync.testing._dynamo") is None  # CPython only
     assert pysync.__version__

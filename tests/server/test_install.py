@@ -77,6 +77,7 @@ def test_page_wheel_holds_no_server_code(full_wheel: Path, tmp_path: Path) -> No
     with zipfile.ZipFile(page) as wheel:
         names = wheel.namelist()
         assert not [n for n in names if n.startswith("pysync/server/") or n == "pysync/cli.py"]
+        assert "pysync/testing/_dynamo.py" not in names  # CPython only, imported on first use
         assert not [n for n in names if n.endswith("entry_points.txt")]
         # The client and the client-safe test support stay, byte for byte.
         assert "pysync/__init__.py" in names
@@ -96,7 +97,7 @@ def test_page_wheel_holds_no_server_code(full_wheel: Path, tmp_path: Path) -> No
         f"assert pysync.__file__.startswith({str(target)!r}), pysync.__file__; "
         "assert not [m for m in sys.modules if m.startswith(('pysync.server', 'pysync.cli'))]; "
         "import importlib.util as u; assert u.find_spec('pysync.server') is None; "
-        "import pysync.testing"
+        "import pysync.testing; assert u.find_spec('pysync.testing._dynamo') is None"
     )
     # -S: no site-packages, so not the checkout's editable install either.
     subprocess.run([sys.executable, "-I", "-S", "-c", probe], check=True)
