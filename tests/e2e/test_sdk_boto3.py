@@ -43,6 +43,20 @@ pyodide_http.patch_all()
 """
     + SETUP
 )
+# urllib3's fallback without JSPI (or when Python was entered synchronously): a synchronous
+# XMLHttpRequest, which blocks the page's main thread while it waits.
+SETUP_SYNC_XHR = (
+    SETUP
+    + """
+import urllib3.contrib.emscripten.fetch as urllib3_fetch
+urllib3_fetch.has_jspi = lambda: False
+
+def no_fetch(*args, **kwargs):
+    raise AssertionError("urllib3 used fetch")
+
+urllib3_fetch.send_jspi_request = no_fetch
+"""
+)
 
 DEVICE = """
 import asyncio, pysync
@@ -64,7 +78,11 @@ def open_page(browser: Browser, url: str) -> Demo:
     return demo
 
 
-@pytest.mark.parametrize("setup", [SETUP, SETUP_PYODIDE_HTTP], ids=["urllib3", "pyodide-http"])
+@pytest.mark.parametrize(
+    "setup",
+    [SETUP, SETUP_PYODIDE_HTTP, SETUP_SYNC_XHR],
+    ids=["urllib3-jspi", "pyodide-http", "urllib3-sync-xhr"],
+)
 def test_boto3_in_the_page_as_alice(browser: Browser, server_url: str, setup: str) -> None:
     user = f"alice-{uuid.uuid4().hex[:8]}"
     token = issue_token(DEV_JWT_SECRET, user)
