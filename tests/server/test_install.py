@@ -164,6 +164,26 @@ def test_install_outside_the_repository(full_wheel: Path, tmp_path: Path) -> Non
     assert any("DynamoDB Local not found" in line for line in lines)
     assert all(line.startswith("pysync dev: ") for line in lines)
 
+    # A java without its javac (a JRE), and no launcher compiled yet: the JDK is named.
+    jre = tmp_path / "jre"
+    jre.mkdir()
+    (jre / "java").write_text("#!/bin/sh\nexit 1\n")
+    (jre / "java").chmod(0o755)
+    no_javac = subprocess.run(
+        [str(venv / "bin" / "pysync"), "dev"],
+        cwd=outside,
+        env={"PATH": f"{bare_path}{os.pathsep}{jre}", "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert no_javac.returncode != 0
+    assert "Traceback" not in no_javac.stdout + no_javac.stderr
+    lines = no_javac.stderr.strip().splitlines()
+    assert "no javac was found: install a JDK 17 or later" in lines[0]
+    assert all(line.startswith("pysync dev: ") for line in lines)
+
     # A PYSYNC_DYNAMODB_LOCAL_DIR without the jar says so, in one line of its own.
     env_path = f"{bare_path}{os.pathsep}{os.environ['PATH']}"
     wrong = subprocess.run(
