@@ -54,6 +54,7 @@ setup() {
   fi
   log "building the pysync wheel and the offline Pyodide dist"
   .venv/bin/python scripts/build_dist.py >/dev/null
+  .venv/bin/python scripts/build_aws_sdk.py >/dev/null  # the AWS JS SDK bundle (docs/sdks.md)
 }
 
 case "${1:-}" in
