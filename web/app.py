@@ -396,6 +396,7 @@ class BoardApp:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stops: list[Callable[[], None]] = []
         self._render_soon: asyncio.Handle | None = None
+        self._next_render = 0.0  # loop time before which the next drawing waits
         self._refresher: asyncio.Task[None] | None = None
         self._bind()
 
@@ -687,12 +688,27 @@ class BoardApp:
     # ---- rendering
 
     def render(self) -> None:
-        """Draw the page soon (once for a burst of changes)."""
+        """Draw the page soon (once for a burst of changes).
+
+        A board of thousands of tasks takes a while to draw; while changes keep coming
+        (a base sync applies a page at a time) the next drawing waits as long as the last
+        one took, so the page spends at most half its time drawing and stays responsive.
+        """
         if self._render_soon is None:
-            self._render_soon = asyncio.get_event_loop().call_soon(self._render_now)
+            loop = asyncio.get_event_loop()
+            wait = max(0.0, self._next_render - loop.time())
+            self._render_soon = loop.call_later(wait, self._render_now)
 
     def _render_now(self) -> None:
-        self._render_soon = None
+        loop = asyncio.get_event_loop()
+        started = loop.time()
+        try:
+            self._draw()
+        finally:
+            self._render_soon = None
+            self._next_render = loop.time() + (loop.time() - started)
+
+    def _draw(self) -> None:
         signed_in = self.session is not None
         by_id("signin-screen").hidden = signed_in
         by_id("board-screen").hidden = not signed_in
