@@ -1,4 +1,4 @@
-"""Loads ``playwright.config.py`` (its name is not importable as a module)."""
+"""Loads ``playwright.config.py`` (its name is not importable as a module), and scripts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "playwright_config", ROOT / "playwright.config.py"
-    )
+def load(path: str, name: str) -> ModuleType:
+    """The Python file ``path`` (relative to the repository) as module ``name``: for
+    files that are not importable, such as ``playwright.config.py`` and ``scripts/``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -20,4 +20,4 @@ def load() -> ModuleType:
     return module
 
 
-config = load()
+config = load("playwright.config.py", "playwright_config")

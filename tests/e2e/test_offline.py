@@ -3,7 +3,6 @@ the old one: the service worker's caches and the per-build version of the pysync
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -12,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,21 +18,11 @@ import pytest
 from packaging.version import Version
 from playwright.sync_api import Browser, Request, Response
 
-from tests._browser_config import ROOT
+from tests._browser_config import ROOT, load
 
 from .conftest import OUTPUT_DIR, Demo, DemoServer, new_demo
 
-
-def _load_build_dist() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_dist", ROOT / "scripts" / "build_dist.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_dist = _load_build_dist()
+build_dist = load("scripts/build_dist.py", "build_dist")
 
 API_PATHS = ("/dynamodb", "/changes", "/healthz", "/dev/")
 RELEASE = build_dist.release()  # pysync.__version__

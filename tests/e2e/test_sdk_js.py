@@ -8,7 +8,6 @@ imports it, replaces SigV4 by a no-op signer and adds the bearer header in a
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import uuid
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from pysync.server import DEV_JWT_SECRET, issue_token
-from tests._browser_config import ROOT
+from tests._browser_config import load
 from tests.e2e.conftest import Demo, new_demo
 from tests.e2e.test_sdk_boto3 import APP, DEVICE
 
@@ -46,13 +45,7 @@ function proxyClient(token) {
 
 @pytest.fixture(scope="module", autouse=True)
 def bundle() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "build_aws_sdk", ROOT / "scripts/build_aws_sdk.py"
-    )
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("scripts/build_aws_sdk.py", "build_aws_sdk")
     module.build()
 
 

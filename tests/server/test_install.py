@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._browser_config import ROOT, load
 
-
-def _load_build_dist() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_dist", ROOT / "scripts" / "build_dist.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_dist = _load_build_dist()
+build_dist = load("scripts/build_dist.py", "build_dist")
 
 
 @pytest.fixture(scope="module")
