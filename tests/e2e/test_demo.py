@@ -417,8 +417,9 @@ def test_sign_out_asks_before_leaving_unsynced_changes_and_keeps_them(
     expect(a.page.locator("#user")).to_have_text(user)  # cancelled: still signed in
     expect(a.task("unsynced")).to_have_count(1)
 
-    a.page.once("dialog", lambda dialog: dialog.accept())
-    a.page.click("#signout")
+    with a.page.expect_event("dialog") as asked_again:  # as above: no handler race
+        a.page.click("#signout")
+    asked_again.value.accept()
     expect(a.page.locator("#signin-screen")).to_be_visible()
     # Signing in needs the server: back online, the same user finds the change and
     # it syncs.
