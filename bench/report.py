@@ -928,10 +928,15 @@ def _generic(name: str, result: dict[str, Any]) -> list[str]:
     keys: list[str] = []
     for row in rows:
         keys += [k for k, v in row.items() if k not in keys and not isinstance(v, (dict, list))]
+    if result.get("method"):
+        out += [result["method"], ""]
     if keys:
         out += _table(keys, [[_cell(row.get(k)) for k in keys] for row in rows])
     else:
         out.append("(no rows)")
+    # Prose the benchmark wrote from its own numbers (where the time goes, the floor).
+    for paragraph in result.get("notes") or []:
+        out += ["", paragraph]
     return out
 
 
