@@ -236,6 +236,8 @@ class ConsumerStats:
     leases_lost: int = 0
     shards_finished: int = 0
     expired_iterators: int = 0
+    #: Pauses after an empty poll that a :meth:`StreamConsumer.poke` cut short.
+    poked_polls: int = 0
     trimmed: int = 0
     errors: int = 0
     #: Stamps that landed on items changed by a writer that bypassed pysync.
@@ -251,6 +253,8 @@ class StreamConsumer:
 
     ``poll_interval`` is the pause after an empty GetRecords (AWS allows about
     5 GetRecords per second per shard; DynamoDB Local is happy with 10 ms).
+    :meth:`poke` (a write just landed) ends that pause early, at most once per
+    pause: see its docstring.
     ``lease_duration`` is how long a silent owner keeps its lease;
     ``discover_interval`` how often shards are listed (also after a shard ends).
     ``max_leases`` caps the shards one worker reads (default: an even share
@@ -298,8 +302,27 @@ class StreamConsumer:
         self._retry_at: dict[str, tuple[int, float]] = {}
         self._discovered_at = -math.inf
         self._wake = asyncio.Event()
+        #: Per shard read, set by :meth:`poke`: a reader pausing after an empty poll
+        #: reads again now.
+        self._pokes: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def poke(self) -> None:
+        """A write to the table just landed: poll the stream now instead of after the pause.
+
+        Call it (from the consumer's event loop) after a write's reply, as a proxy
+        that also runs the consumer can for the writes it forwards: the record is
+        then in the stream (DynamoDB Local: within about a millisecond), and the
+        next GetRecords would otherwise wait for the rest of ``poll_interval``
+        (half of it on average). Pokes during a GetRecords count for the pause
+        after it; many pokes in one pause make one early read. A poke-woken read
+        that finds nothing (the record was not visible yet) is followed by a full
+        pause that pokes do not cut short, so pokes add at most one GetRecords per
+        ``poll_interval`` to an idle shard's polls.
+        """
+        for event in self._pokes.values():
+            event.set()
 
     @property
     def owned(self) -> frozenset[str]:
@@ -495,6 +518,7 @@ class StreamConsumer:
         finally:
             if self._readers.get(lease.shard) is asyncio.current_task():
                 self._readers.pop(lease.shard)
+                self._pokes.pop(lease.shard, None)
             self._wake.set()
 
     async def _iterator(self, arn: str, shard: str, position: str | None) -> str:
@@ -544,7 +568,12 @@ class StreamConsumer:
         position = lease.checkpoint
         iterator = await self._iterator(arn, shard, position)
         failures = 0
+        poke = self._pokes[shard] = asyncio.Event()
+        poked = False  # this read was started early by a poke
         while True:
+            # A poke from now on is about a write this read may not see: it cuts the
+            # next pause short.
+            poke.clear()
             try:
                 reply = await self.api.streams(
                     "GetRecords", {"ShardIterator": iterator, "Limit": self.max_records}
@@ -587,9 +616,25 @@ class StreamConsumer:
                 await self._finish(arn, shard)
                 return
             iterator = next_iterator
-            if not records:
+            if records:
+                poked = False
+            else:
                 self.stats.empty_polls += 1
-                await asyncio.sleep(self.poll_interval)
+                # After an empty read that a poke started, a full pause: pokes never
+                # make an idle shard's polls more than twice as frequent.
+                poked = await self._pause(None if poked else poke)
+
+    async def _pause(self, poke: asyncio.Event | None) -> bool:
+        """Sleep ``poll_interval``, or until ``poke`` is set; True if it was."""
+        if poke is None:
+            await asyncio.sleep(self.poll_interval)
+            return False
+        try:
+            await asyncio.wait_for(poke.wait(), self.poll_interval)
+        except TimeoutError:
+            return False
+        self.stats.poked_polls += 1
+        return True
 
     async def _finish(self, arn: str, shard: str) -> None:
         if await self.leases.checkpoint(arn, shard, SHARD_END):
