@@ -290,29 +290,49 @@ async def test_increments_from_two_devices_add_up_even_in_a_conflict(device: Any
     assert (await b.todos.get("t") or {})["n"] == 7
 
 
-async def test_independent_changes_go_out_in_packs(device: Any, direct: Direct, user: str) -> None:
+async def test_changes_go_out_as_plain_conditional_writes_billed_one_unit_each(
+    device: Any, direct: Direct, user: str
+) -> None:
     a = await device()
-    async with a.replica.transaction() as tx:  # one local commit, still independent changes
+    async with a.replica.transaction() as tx:  # a local transaction: one request, atomic
         for i in range(60):
             tx.put("todos", {"id": f"g{i}", "n": i})
-    await a.replica.outbox()  # a transaction's entries form a group: pushed as one request
     for i in range(120):
         await a.todos.put({"id": f"t{i}", "n": i})
     a.remote.calls.clear()
     report = await a.sync.push()
     assert report.pushed == 180
     writes = [c for c in a.remote.calls if c != "Query" and c != "GetItem"]
-    # The group alone, then 120 independent changes in packs of 50.
-    assert writes == ["TransactWriteItems"] * 4
+    # The group alone, then each independent change as one conditional PutItem.
+    assert writes == ["TransactWriteItems"] + ["PutItem"] * 120
+    # DynamoDB Local reports what each write consumed: 1 unit per PutItem of up to
+    # 1 KB (and 2.0 for any transaction, where DynamoDB bills 2 per item).
+    assert report.capacity_units == 120 + 2.0
     assert server_item(direct, user, "t119") is not None
     assert server_item(direct, user, "g59") is not None
+    assert await a.replica.outbox() == []
+
+
+async def test_independent_changes_go_out_in_packs_as_an_option(
+    device: Any, direct: Direct, user: str
+) -> None:
+    a = await device(pack_size=50)
+    for i in range(120):
+        await a.todos.put({"id": f"t{i}", "n": i})
+    a.remote.calls.clear()
+    report = await a.sync.push()
+    assert report.pushed == 120
+    writes = [c for c in a.remote.calls if c != "Query" and c != "GetItem"]
+    assert writes == ["TransactWriteItems"] * 3  # packs of 50, 50 and 20
+    assert report.capacity_units > 0  # DynamoDB Local: 2.0 a transaction (see above)
+    assert server_item(direct, user, "t119") is not None
     assert await a.replica.outbox() == []
 
 
 async def test_a_conflict_in_a_pack_does_not_hold_back_the_others(
     device: Any, direct: Direct, user: str
 ) -> None:
-    a, b = await device(strategy="client"), await device()
+    a, b = await device(strategy="client", pack_size=50), await device()
     await a.todos.put({"id": "shared", "title": "v1"})
     await a.sync.sync()
     await b.sync.sync()

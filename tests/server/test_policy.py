@@ -117,3 +117,39 @@ def test_denial_messages_name_the_problem() -> None:
             },
             SCOPES,
         )
+
+
+@pytest.mark.parametrize("pack_size", [1, 50])
+async def test_the_push_requests_pass_the_default_policy(pack_size: int) -> None:
+    # What pysync's push sends, plain writes or packs (with ReturnConsumedCapacity=TOTAL,
+    # ReturnValuesOnConditionCheckFailure=ALL_OLD, exact-state conditions), is allowed.
+    import pysync
+    from pysync import AppSchema, CollectionSpec, Sync
+    from pysync.testing import MemoryBrowser, MemoryDynamo
+
+    schema = AppSchema(1, {"todos": CollectionSpec()})
+    replica = await pysync.connect("app", "alice", schema, platform=MemoryBrowser().tab())
+    remote = MemoryDynamo().connection()
+    sync = Sync(replica, remote, pack_size=pack_size)
+    try:
+        todos = replica["todos"]
+        for i in range(3):
+            await todos.put({"id": f"t{i}", "title": "x"})
+        async with replica.transaction() as tx:
+            tx.put("todos", {"id": "g1"})
+            tx.put("todos", {"id": "g2"})
+        await sync.push()
+        await todos.patch("t0", {"title": "y"})
+        await todos.increment("t1", "n", 2)
+        await todos.put({"id": "t2", "title": "z"})
+        await todos.delete("g1")
+        await sync.push()
+    finally:
+        replica.close()
+    policy = Policy.for_table("pysync")
+    sent = [(op, body) for op, body in remote.calls if op not in ("GetItem", "Query")]
+    expected = {"TransactWriteItems"} | ({"PutItem", "UpdateItem"} if pack_size == 1 else set())
+    assert {op for op, _ in sent} == expected
+    for operation, body in sent:
+        assert body["ReturnConsumedCapacity"] == "TOTAL"
+        policy.check(operation, body, frozenset({"u#alice"}))

@@ -35,9 +35,14 @@ class Sync:
     ``strategy`` resolves conflicting fields: ``"lww"`` (last writer by hybrid
     logical clock, the default), ``"server"``, ``"client"`` or a callback
     ``(base, local, remote) -> merged``; ``strategies`` overrides it per collection.
-    ``pack_size`` is how many independent changes go out in one
-    ``TransactWriteItems`` (DynamoDB bills transactional writes twice; 1 sends
-    each change alone: half the write capacity, many more requests).
+    By default each change goes out as one plain conditional write
+    (``PutItem``/``UpdateItem``, billed one write unit per KB), up to
+    ``push_concurrency`` requests at a time (browsers open at most 6 HTTP/1.1
+    connections per origin; the rest queue in the browser). ``pack_size`` > 1
+    sends independent changes in packs of that many per ``TransactWriteItems``:
+    fewer, larger requests, but DynamoDB bills transactional writes twice. A
+    local :meth:`~pysync.Replica.transaction` always goes as one
+    ``TransactWriteItems``.
 
     ``namespace`` (by default the replica's app name) is the part of the table
     and scope this app owns: its items' sort keys are
@@ -57,10 +62,13 @@ class Sync:
         strategy: Strategy = "lww",
         strategies: Mapping[str, Strategy] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        pack_size: int = 50,
+        pack_size: int = 1,
+        push_concurrency: int = 8,
     ) -> None:
         if not 1 <= pack_size <= 100:  # DynamoDB's TransactWriteItems takes 100 items
             raise ValueError(f"pack_size must be from 1 to 100, not {pack_size}")
+        if push_concurrency < 1:
+            raise ValueError(f"push_concurrency must be at least 1, not {push_concurrency}")
         self.replica = replica
         self.scope = scope or f"u#{replica.user}"
         what = "namespace" if namespace is not None else "namespace (the app name)"
@@ -77,6 +85,7 @@ class Sync:
             self.puller,
             sleep,
             pack=pack_size,
+            concurrency=push_concurrency,
         )
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -123,9 +132,7 @@ class Sync:
                 raise
             finally:
                 self.replica._set_status(syncing=False, progress=None)
-            pushed.pushed += again.pushed
-            pushed.conflicts += again.conflicts
-            pushed.rejected += again.rejected
+            pushed.add(again)
             self.replica._set_status(last_error=None, last_synced=self.replica.platform.now_ms())
             return SyncReport(pushed, pulled)
 

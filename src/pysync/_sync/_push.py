@@ -18,6 +18,12 @@ Invariants:
   ``_conflicts`` with both sides, stored locally, and pushed again conditioned
   on the server's version. Nothing is overwritten blindly.
 * A permanent refusal moves the entry to ``rejected``; the others go on.
+
+By default every change is one plain conditional write (``PutItem`` or
+``UpdateItem``: one write capacity unit per KB), ``concurrency`` of them in flight;
+``pack`` > 1 sends independent changes in ``TransactWriteItems`` packs instead
+(fewer requests, twice the write capacity). Rounds overlap: the next round is read
+and marked in flight, and the last one acknowledged, while requests are out.
 """
 
 from __future__ import annotations
@@ -58,6 +64,18 @@ class PushReport:
     pushed: int = 0
     conflicts: int = 0
     rejected: int = 0
+    #: Write capacity units DynamoDB reported for the writes that landed
+    #: (``ReturnConsumedCapacity = TOTAL``): about 1 per change of up to 1 KB sent
+    #: alone, 2 in a transaction. Refused writes (a failed condition) are billed
+    #: too, but their error replies carry no figure.
+    capacity_units: float = 0.0
+
+    def add(self, other: PushReport) -> None:
+        """Count ``other``'s changes, conflicts, rejections and capacity in this one."""
+        self.pushed += other.pushed
+        self.conflicts += other.conflicts
+        self.rejected += other.rejected
+        self.capacity_units += other.capacity_units
 
 
 #: How an entry's write ended: the entry, the server's document and state after it.
@@ -109,6 +127,24 @@ def _by_n(entry: Entry) -> int:
     return int(entry["n"])
 
 
+def _capacity(response: dict[str, Any]) -> float:
+    """The write capacity units a write's reply reports (a list for transactions)."""
+    consumed = response.get("ConsumedCapacity")
+    if isinstance(consumed, dict):
+        consumed = [consumed]
+    if not isinstance(consumed, list):
+        return 0.0
+    return float(sum(float(c.get("CapacityUnits") or 0) for c in consumed if isinstance(c, dict)))
+
+
+#: Parameters of a single write that a transaction takes once, for all its elements.
+_TRANSACTION_LEVEL = frozenset({"ReturnValues", "ReturnConsumedCapacity"})
+
+#: Rounds (each up to ``window`` changes) out at once: one in flight while the
+#: next is read and marked, so requests never wait for IndexedDB.
+ROUNDS_AHEAD = 2
+
+
 class Pusher:
     """Pushes a replica's outbox to one scope of one table."""
 
@@ -124,7 +160,8 @@ class Pusher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_attempts: int = 8,
         window: int = 200,
-        pack: int = 50,
+        pack: int = 1,
+        concurrency: int = 8,
     ) -> None:
         self.replica = replica
         self.remote = remote
@@ -137,62 +174,91 @@ class Pusher:
         self.max_attempts = max_attempts
         self.window = window
         self.pack = pack
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def push(self, progress: Callable[[int, int], None] | None = None) -> PushReport:
         """Push every pushable entry; raises RemoteError when the network stays down."""
         report = PushReport()
         total = self.replica.status.pending
         since: int | None = None
-        while True:
-            batches = await self._next()
-            if not batches:
-                return report
-            if progress:
-                progress(report.pushed + 1, max(total, report.pushed + 1))
-            # Entries read by _next may have changed since (an edit folded in, a create
-            # cancelled): the batches are rebuilt from what the marking read back.
-            if since is None:  # nothing sent from here on can land at or before it
-                since = await self._retrying(self.history.head)
-            stored = await self._set_inflight([e for batch in batches for e in batch], since)
-            batches = [[stored[e["n"]] for e in b if e["n"] in stored] for b in batches]
-            batches = [batch for batch in batches if batch]
-            # The writes of one window are acknowledged in one local transaction.
-            acks: list[Ack] = []
-            try:
-                await _all(self._push_batch(batch, report, acks) for batch in batches)
-            finally:
-                await self._acked(acks)
+        self._slots = asyncio.Semaphore(self.concurrency)  # of this push's event loop
+        # Rounds sent and not yet acknowledged: their entries (by ``n``) and their task.
+        rounds: list[tuple[set[int], asyncio.Future[None]]] = []
+        try:
+            while True:
+                busy = {n for numbers, _ in rounds for n in numbers}
+                batches = await self._next(busy)
+                if not batches:
+                    if not rounds:
+                        return report
+                    # What is left may wait for a record of a round still out.
+                    await rounds.pop(0)[1]
+                    continue
+                if progress:
+                    progress(report.pushed + 1, max(total, report.pushed + 1))
+                # Entries read by _next may have changed since (an edit folded in, a create
+                # cancelled): the batches are rebuilt from what the marking read back.
+                if since is None:  # nothing sent from here on can land at or before it
+                    since = await self._retrying(self.history.head)
+                stored = await self._set_inflight([e for batch in batches for e in batch], since)
+                batches = [[stored[e["n"]] for e in b if e["n"] in stored] for b in batches]
+                batches = [batch for batch in batches if batch]
+                numbers = {entry["n"] for batch in batches for entry in batch}
+                rounds.append((numbers, asyncio.ensure_future(self._round(batches, report))))
+                if len(rounds) >= ROUNDS_AHEAD:
+                    await rounds.pop(0)[1]
+        except asyncio.CancelledError:
+            for _, task in rounds:
+                task.cancel()
+            raise
+        except Exception:
+            # A failed round (the network stays down): the others finish first.
+            await asyncio.gather(*(task for _, task in rounds), return_exceptions=True)
+            raise
 
-    async def _next(self) -> list[list[Entry]]:
-        """The next entries to send together, oldest first.
+    async def _round(self, batches: list[list[Entry]], report: PushReport) -> None:
+        """Send a round's batches concurrently; store their acks in one local transaction."""
+        acks: list[Ack] = []
+        try:
+            await _all(self._push_batch(batch, report, acks) for batch in batches)
+        finally:
+            await self._acked(acks)
+
+    async def _next(self, busy: set[int] | frozenset[int] = frozenset()) -> list[list[Entry]]:
+        """The next entries to send together, oldest first, besides those in ``busy``
+        (the ``n`` of entries of rounds still out).
 
         Either one transaction group alone, or up to ``window`` single entries of
-        different records, in packs of up to ``pack`` entries: each pack is one
-        ``TransactWriteItems`` (one request instead of ``pack``), and the packs go
-        out concurrently. A second entry of a record already in the window waits
-        for the next round, so each record's changes still land in order. The
-        oldest ``window * 4`` entries
+        different records: each alone (a plain conditional write), or with ``pack``
+        > 1 in packs of up to ``pack`` entries, each pack one ``TransactWriteItems``.
+        A second entry of a record already in the window, or in a round still out,
+        waits for a later round, so each record's changes still land in order. The
+        oldest ``window * 4`` entries (and those out)
         usually decide; the whole outbox is read only when they cannot (a group,
         or many rejected entries), so a long outbox is not read once per round.
         """
-        limit = self.window * 4
+        limit = self.window * 4 + len(busy)
         entries = await self.replica.store.query(OUTBOX, limit=limit)
-        batches, decided = self._pick(entries)
+        batches, decided = self._pick(entries, busy)
         if not decided and len(entries) == limit:
-            batches, _ = self._pick(await self.replica.store.query(OUTBOX))
+            batches, _ = self._pick(await self.replica.store.query(OUTBOX), busy)
         return batches
 
-    def _pick(self, entries: list[Entry]) -> tuple[list[list[Entry]], bool]:
+    def _pick(
+        self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
+    ) -> tuple[list[list[Entry]], bool]:
         """The next batches from these oldest entries, and whether they sufficed."""
         singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
         # A record's changes land in order: those behind a rejected one wait for the app
-        # to retry or discard it (the other records go on).
+        # to retry or discard it, those behind one still out for its outcome (the other
+        # records go on).
         blocked: set[tuple[str, Any]] = set()
         decided = False
         for entry in entries:
             record = (entry["collection"], entry["id"])
-            if entry["state"] == REJECTED or record in blocked:
+            if entry["state"] == REJECTED or entry["n"] in busy or record in blocked:
                 blocked.add(record)
                 continue
             group = entry["group"]
@@ -239,7 +305,7 @@ class Pusher:
                     acks.extend(landed)
                     report.pushed += len(batch)
                     return
-                acks.extend(await self._send(batch, request))
+                acks.extend(await self._send(batch, request, report))
                 report.pushed += len(batch)
                 return
             except RemoteError as error:
@@ -347,7 +413,7 @@ class Pusher:
             "ConditionExpression": "attribute_not_exists(pk)",
         }
         try:
-            await self.remote.call("PutItem", request)
+            await self._call("PutItem", request)
         except RemoteError as error:
             if error.code != "ConditionalCheckFailedException":
                 raise
@@ -383,6 +449,7 @@ class Pusher:
             "TableName": self.table,
             "Item": to_item({**values, **system, "_v": version}),
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            "ReturnConsumedCapacity": "TOTAL",
         }
         if base_v is None and entry["new"]:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
@@ -429,6 +496,7 @@ class Pusher:
             "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            "ReturnConsumedCapacity": "TOTAL",
         }
 
     def _request(self, batch: list[Entry]) -> Request:
@@ -440,20 +508,31 @@ class Pusher:
         items = []
         for operation, payload, _ in writes:
             kind = "Update" if operation == "UpdateItem" else "Put"
-            items.append({kind: {k: v for k, v in payload.items() if k != "ReturnValues"}})
+            element = {k: v for k, v in payload.items() if k not in _TRANSACTION_LEVEL}
+            items.append({kind: element})
         # The token follows the content: a retry of a transaction that landed is not
         # applied again, and a changed transaction is never taken for an earlier one.
         token = uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(items, sort_keys=True))
         return (
             "TransactWriteItems",
-            {"TransactItems": items, "ClientRequestToken": str(token)},
+            {
+                "TransactItems": items,
+                "ClientRequestToken": str(token),
+                "ReturnConsumedCapacity": "TOTAL",
+            },
             [version for _, _, version in writes],
         )
 
-    async def _send(self, batch: list[Entry], request: Request) -> list[Ack]:
+    async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """``remote.call``, at most ``concurrency`` of them out at once."""
+        async with self._slots:
+            return await self.remote.call(operation, payload)
+
+    async def _send(self, batch: list[Entry], request: Request, report: PushReport) -> list[Ack]:
         """Send ``request``; the server document and version each entry produced."""
         operation, payload, versions = request
-        response = await self.remote.call(operation, payload)
+        response = await self._call(operation, payload)
+        report.capacity_units += _capacity(response)
         out: list[Ack] = []
         for entry, version in zip(batch, versions, strict=True):
             if operation == "UpdateItem":  # its reply holds the new item

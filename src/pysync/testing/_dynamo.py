@@ -804,6 +804,8 @@ class MemoryDynamo(_Faults):
         self._stamping_now = False
         self._stream_seq = 0
         self._tokens: dict[str, tuple[float, str]] = {}
+        #: Write capacity consumed by the request being answered, per table.
+        self._units: dict[str, float] = {}
         for name in tables:
             self.create_table(name)
 
@@ -1018,10 +1020,26 @@ class MemoryDynamo(_Faults):
             if name not in allowed:
                 raise _unsupported(f"{name} in {operation}")
         consumed = payload.get("ReturnConsumedCapacity", "NONE")
-        if consumed != "NONE":
-            raise _unsupported(f"ReturnConsumedCapacity {consumed}")
+        if consumed not in ("NONE", "TOTAL") or (consumed == "TOTAL" and operation in _READS):
+            raise _unsupported(f"ReturnConsumedCapacity {consumed} in {operation}")
+        self._units = {}
         response: dict[str, Any] = _copy(handler(self, payload))
+        if consumed == "TOTAL" and self._units:
+            # Billed as DynamoDB documents it (DynamoDB Local reports 2.0 for any
+            # transaction): 1 unit per started KB of the larger of the item before
+            # and after, twice that in a transaction.
+            reported = [
+                {"TableName": name, "CapacityUnits": units} for name, units in self._units.items()
+            ]
+            single = operation != "TransactWriteItems"
+            response["ConsumedCapacity"] = reported[0] if single else reported
         return response
+
+    def _bill(self, write: _Write, factor: float) -> None:
+        """Count the write capacity ``write`` consumes (see :meth:`handle`)."""
+        size = max(item_size(write.old or {}), item_size(write.new or {}))
+        units = factor * max(1, -(-size // 1024))
+        self._units[write.table.name] = self._units.get(write.table.name, 0.0) + units
 
     def _commit(self, writes: list[_Write]) -> None:
         for write in writes:
@@ -1066,6 +1084,7 @@ class MemoryDynamo(_Faults):
                 extra["Item"] = write.old
             raise _error("ConditionalCheckFailedException", _CONDITION_FAILED, **extra)
         self._commit([write])
+        self._bill(write, 1.0)
         returned = request.get("ReturnValues", "NONE")
         if returned == "ALL_OLD" and write.old is not None:
             return {"Attributes": write.old}
@@ -1230,6 +1249,8 @@ class MemoryDynamo(_Faults):
                 CancellationReasons=reasons,
             )
         self._commit([w for w in writes if w.operation != "ConditionCheck"])
+        for write in writes:
+            self._bill(write, 2.0)
         if token is not None:
             self._tokens[token] = (self.now, fingerprint)
         return {}
@@ -1366,6 +1387,8 @@ _HANDLERS: dict[str, Callable[[MemoryDynamo, dict[str, Any]], dict[str, Any]]] =
     "TransactWriteItems": MemoryDynamo._transact_write_items,
 }
 _EXPRESSIONS = ("ExpressionAttributeNames", "ExpressionAttributeValues")
+#: Operations whose (read) capacity the fake does not report.
+_READS = frozenset({"GetItem", "Query"})
 _WRITE = ("TableName", "ConditionExpression", *_EXPRESSIONS, "ReturnConsumedCapacity")
 _ALLOWED: dict[str, frozenset[str]] = {
     "GetItem": frozenset({"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"}),
