@@ -228,12 +228,11 @@ class Replica:
                 return (*_count_outbox(tx), tx.count(CONFLICTS))
 
             total, rejected, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
-            self._show_counts(total.result, rejected.result)
-            self._set_status(conflicts=conflicts.result)
-
-    def _show_counts(self, total: int, rejected: int) -> None:
-        """Show the outbox's number of entries and of rejected ones in the status."""
-        self._set_status(pending=total - rejected, rejected=rejected)
+            self._set_status(
+                pending=total.result - rejected.result,
+                rejected=rejected.result,
+                conflicts=conflicts.result,
+            )
 
     def close(self) -> None:
         """Stop watching, give up leadership and close the local database."""
@@ -273,7 +272,15 @@ class Replica:
         await self.store.run([*collections, OUTBOX, META], "readwrite", applied.body)
         self._clock = max(self._clock, applied.clock)
         self._changed(collections)
-        self._show_counts(applied.total, applied.rejected)
+        # The outbox's counts move by what this transaction changed: counting them in
+        # it would cost two more requests per write. Transactions apply in order, so a
+        # count read by another transaction (a refresh) before or after this one
+        # composes with the change.
+        status = self._status
+        self._set_status(
+            pending=status.pending + applied.total - applied.rejected,
+            rejected=status.rejected + applied.rejected,
+        )
         return results
 
     async def observe(self, remote: str) -> None:
@@ -443,16 +450,14 @@ class _Applier:
         self.group = group
         self.results = results
         self.clock = replica._clock
-        # The outbox's number of entries and of rejected ones once the writes are done:
-        # counted with the reads, then kept up to date with every outbox write.
+        # How the outbox's number of entries and of rejected ones change.
         self.total = 0
         self.rejected = 0
 
     def body(self, tx: Transaction) -> None:
-        # Every read in one step: the clock, the outbox counts (the status), the records
-        # (one batched read per collection) and their outbox entries, whatever the size.
+        # Every read in one step: the clock, the records (one batched read per
+        # collection) and their outbox entries, whatever the size.
         clock = tx.get(META, "clock")
-        counts = _count_outbox(tx)
         targets = list(dict.fromkeys((w.collection, w.key) for w in self.writes))
         by_collection: dict[str, list[Key]] = {}
         for collection, key in targets:
@@ -461,7 +466,6 @@ class _Applier:
         entries = tx.lookup(OUTBOX, "by_record", targets)
 
         def ready(pending: list[list[Entry]]) -> None:
-            self.total, self.rejected = counts[0].result, counts[1].result
             records = {
                 (c, key): record
                 for c, keys in by_collection.items()
@@ -521,7 +525,7 @@ class _Applier:
         writes.issue(tx)
 
     def _tally(self, old: Entry | None, new: Entry | None) -> None:
-        """Keep the counts of the outbox up to date with a write of ``new`` over ``old``."""
+        """Count the change of the outbox's counts by a write of ``new`` over ``old``."""
         self.total += (new is not None) - (old is not None)
         self.rejected += (new is not None and new["state"] == REJECTED) - (
             old is not None and old["state"] == REJECTED

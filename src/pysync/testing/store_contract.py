@@ -552,6 +552,43 @@ async def request_result_is_known_after_the_transaction(factory: StoreFactory) -
 
 
 @check
+async def many_keys_read_like_one_at_a_time(factory: StoreFactory) -> None:
+    """Reads of many keys give what reading each alone gives, however the keys spread:
+    all absent, a few present among many absent, every key present, keys far apart in
+    a full store, repeated keys, and keys of every kind (a backend may read many keys
+    differently from few: IndexedDB first asks which keys of the range exist)."""
+    async with _Opened(factory) as db:
+        keys: list[Any] = [f"k{i:03d}" for i in range(0, 200, 2)]
+        await db.put_many("items", [{"id": k, "n": i} for i, k in enumerate(keys)])
+        odd_keys: list[Any] = [f"k{i:03d}" for i in range(1, 40, 2)]
+        mixed: list[Any] = [
+            *odd_keys[:6],
+            "k004",
+            "k010",
+            "k004",
+            *odd_keys[6:9],
+            -math.inf,
+            math.inf,
+            b"\x00",
+            (1, "a"),
+            2.5,
+            0,
+        ]
+        spread: list[Any] = [keys[0], keys[-1], keys[50], keys[20], "zzz", "a"]
+        for asked in (odd_keys, mixed, keys, spread, keys[10:16], [*keys[:3], "nope"]):
+            alone = [await db.get("items", k) for k in asked]
+            _same(await db.get_many("items", asked), alone, f"get_many({asked!r})")
+
+        def lookup(asked: list[Any]) -> Callable[[Transaction], Any]:
+            return lambda tx: tx.lookup("items", "by_n", asked)
+
+        for asked in ([1000 + i for i in range(10)], [*range(5), 500, 5.5, 7], [3, 3, 4, 4]):
+            found = (await db.run("items", "readonly", lookup(asked))).result
+            one_by_one = [(await db.run("items", "readonly", lookup([k]))).result[0] for k in asked]
+            _same(found, one_by_one, f"lookup({asked!r})")
+
+
+@check
 async def lookup_returns_every_match_per_key(factory: StoreFactory) -> None:
     async with _Opened(factory) as db:
         await db.put_many(
