@@ -10,12 +10,17 @@ origin, no rate limit) against the same DynamoDB Local. Then:
 - push: a fresh replica holds ``--push-n`` pending mutations (puts of new records,
   each its own outbox entry: created with ``Replica._write(..., group=None)``, the
   entries that as many separate ``put`` calls create, in one local transaction to
-  save set-up time), timed ``await sync.push()`` through ``HttpRemote``. Baseline:
-  boto3 ``put_item`` of the same items (same attributes, pysync's marshalling) with
-  the same condition ``attribute_not_exists(pk)`` and ``ALL_OLD`` on failure,
-  sequentially and with a thread pool of 16 (pysync itself sends packs of
-  independent writes, ``Pusher.pack`` = 50 per ``TransactWriteItems``, up to
-  ``Pusher.window`` = 200 per round: four requests at a time);
+  save set-up time), timed ``await sync.push()`` through ``HttpRemote``, twice:
+  pysync's default (each change one conditional ``PutItem``, ``push_concurrency``
+  = 8 requests out at a time; Chromium opens at most 6 connections per origin) and
+  the packs option (``Sync(pack_size=50)``: 50 changes per ``TransactWriteItems``).
+  Baseline: boto3 ``put_item`` of the same items (same attributes, pysync's
+  marshalling) with the same condition ``attribute_not_exists(pk)``, ``ALL_OLD``
+  on failure and ``ReturnConsumedCapacity=TOTAL``, sequentially and with a thread
+  pool of 16. Every variant sums the write capacity DynamoDB Local reports; as it
+  reports 2.0 for any transaction, whatever its size, the rows also give what
+  DynamoDB bills by its documented rule (1 unit per KB of item written alone, 2 in
+  a transaction), from the items' sizes;
 - base sync: ``--pull-n`` items loaded with boto3 ``BatchWriteItem``, timed
   ``await sync.pull()`` on a fresh replica (empty cursor) until every item is in
   IndexedDB. Baseline: boto3 paging the same ``Query`` (``pk = :p``, consistent) and
@@ -24,8 +29,8 @@ origin, no rate limit) against the same DynamoDB Local. Then:
   pull reports the main thread's long tasks that overlap it.
 
 For reference, the browser's own floor ("JS floor"): plain JS in the page posting
-the push's requests with ``fetch`` (the same ``TransactWriteItems`` packs, as many
-in flight as pysync sends at a time), and paging the base sync's Query with
+the default push's requests with ``fetch`` (the same conditional ``PutItem``
+requests, as many in flight as pysync sends at a time), and paging the base sync's Query with
 ``fetch`` into IndexedDB (DynamoDB's 1 MB pages, the fewest requests, where
 pysync's base sync reads 100 items per request; one strict transaction per page).
 The variants alternate within a round, the order flipping every round; the push
@@ -64,9 +69,9 @@ from _browser import ROOT, bench_page
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
+from pysync import Sync
 from pysync._marshal import to_item
 from pysync._sync._items import sort_key
-from pysync._sync._push import Pusher
 from pysync.server import (
     DEV_JWT_SECRET,
     DynamoDBLocal,
@@ -77,16 +82,15 @@ from pysync.server import (
     issue_token,
     local_session,
 )
+from pysync.testing._dynamo import item_size
 
 RESULTS = ROOT / "bench" / "results" / "sync.json"
 TABLE = "bench_sync"
 THREADS = 16  # the boto3 baseline's thread pool
-# pysync's push (Pusher's defaults, as Sync uses them): entries per TransactWriteItems,
-# and packs sent at a time (a round holds up to ``window`` entries).
-_PUSHER = inspect.signature(Pusher.__init__).parameters
-PACK = _PUSHER["pack"].default
-PACKS_IN_FLIGHT = _PUSHER["window"].default // PACK
-GOAL_PUSH = 0.8
+# pysync's push (Sync's defaults): requests out at a time; the packs option's size.
+PUSH_CONCURRENCY = inspect.signature(Sync.__init__).parameters["push_concurrency"].default
+PACK_OPTION = 50
+GOAL_PUSH = 1.0  # vs boto3 with THREADS threads, at 1 write unit per change
 GOAL_PULL = 0.7
 GOAL_LONGTASK_MS = 50.0
 
@@ -195,9 +199,12 @@ async def prepare_push(user, n):
     return json.dumps({"prepare_ms": ms, "pending": db.status.pending})
 
 
-async def push(user, url, token):
+async def push(user, url, token, pack_size=1, concurrency=None):
     db = replicas[user]
-    sync = Sync(db, HttpRemote(url, token), table=TABLE)
+    options = {"pack_size": pack_size}
+    if concurrency is not None:
+        options["push_concurrency"] = concurrency
+    sync = Sync(db, HttpRemote(url, token), table=TABLE, **options)
     collect()
     instrument(True)
     try:
@@ -214,6 +221,7 @@ async def push(user, url, token):
             "pushed": report.pushed,
             "conflicts": report.conflicts,
             "rejected": report.rejected,
+            "capacity_units": report.capacity_units,
             "left_in_outbox": pending,
             "breakdown": breakdown(),
         }
@@ -268,17 +276,18 @@ window.longTasks = {
 };
 """
 
-# The browser's own floor for a push: the same TransactWriteItems requests posted
-# with fetch() straight from JavaScript, PACKS_IN_FLIGHT at a time (a sliding window,
-# where pysync waits for a round's packs before the next), no IndexedDB.
+# The browser's own floor for a push: the default push's requests (one conditional
+# PutItem per change) posted with fetch() straight from JavaScript, PUSH_CONCURRENCY
+# at a time (a sliding window, as pysync's), no IndexedDB, no outbox.
 FETCH_JS = r"""
-async ([url, token, bodies, window]) => {
+async ([url, token, bodies, window, operation]) => {
   const headers = {
     "Content-Type": "application/x-amz-json-1.0",
-    "X-Amz-Target": "DynamoDB_20120810.TransactWriteItems",
+    "X-Amz-Target": "DynamoDB_20120810." + operation,
     Authorization: "Bearer " + token,
   };
   let next = 0;
+  let units = 0;
   const failures = [];
   async function worker() {
     while (next < bodies.length) {
@@ -286,11 +295,12 @@ async ([url, token, bodies, window]) => {
       const response = await fetch(url, { method: "POST", headers, body });
       const text = await response.text();
       if (response.status !== 200) failures.push(text.slice(0, 200));
+      else units += JSON.parse(text).ConsumedCapacity?.CapacityUnits ?? 0;
     }
   }
   const t0 = performance.now();
   await Promise.all(Array.from({ length: window }, worker));
-  return { ms: performance.now() - t0, failures };
+  return { ms: performance.now() - t0, failures, units };
 }
 """
 
@@ -464,23 +474,24 @@ def boto3_push(client: Any, scope: str, n: int, threads: int) -> dict[str, Any]:
     """PutItem of n new items, conditional as pysync's; sequential or with a pool."""
     items = [item(scope, doc, "bench-push") for doc in make_docs(n)]
 
-    def put(one: dict[str, Any]) -> None:
-        client.put_item(
+    def put(one: dict[str, Any]) -> float:
+        response = client.put_item(
             TableName=TABLE,
             Item=one,
             ConditionExpression="attribute_not_exists(pk)",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ReturnConsumedCapacity="TOTAL",
         )
+        return float(response["ConsumedCapacity"]["CapacityUnits"])
 
     t0 = time.perf_counter()
     if threads == 1:
-        for one in items:
-            put(one)
+        units = sum(put(one) for one in items)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(put, items))
+            units = sum(pool.map(put, items))
     seconds = time.perf_counter() - t0
-    return {"ms": seconds * 1000, "items": n}
+    return {"ms": seconds * 1000, "items": n, "capacity_units": units}
 
 
 def load_items(client: Any, scope: str, n: int) -> float:
@@ -554,10 +565,13 @@ class Names:
         return f"{kind}-{self.stamp}-{self.count}"
 
 
-def pysync_push(page: Any, url: str, user: str, n: int) -> dict[str, Any]:
+def pysync_push(
+    page: Any, url: str, user: str, n: int, pack: int = 1, concurrency: int | None = None
+) -> dict[str, Any]:
     prepared = page.run_python_json(f"await prepare_push({user!r}, {n})")
     token = issue_token(DEV_JWT_SECRET, user)
-    run = page.run_python_json(f"await push({user!r}, {url!r}, {token!r})")
+    code = f"await push({user!r}, {url!r}, {token!r}, {pack}, {concurrency!r})"
+    run = page.run_python_json(code)
     if run["pushed"] != n or run["left_in_outbox"] or run["conflicts"] or run["rejected"]:
         raise RuntimeError(f"push did not push everything: {run}")
     run["prepare_ms"] = prepared["prepare_ms"]
@@ -584,29 +598,46 @@ def pysync_pull(page: Any, url: str, user: str, scope: str, n: int) -> dict[str,
     return run
 
 
-def js_fetch_push(page: Any, url: str, user: str, n: int) -> dict[str, Any]:
-    """The requests pysync's push sends (packs of PACK conditional puts in one
-    TransactWriteItems), posted by plain JS fetch, PACKS_IN_FLIGHT at a time."""
-    puts = [
-        {
-            "Put": {
+def js_fetch_push(
+    page: Any, url: str, user: str, n: int, window: int = PUSH_CONCURRENCY
+) -> dict[str, Any]:
+    """The requests pysync's default push sends (one conditional PutItem per change,
+    as ``Pusher._write`` builds it), posted by plain JS fetch, ``window`` at a time."""
+    bodies = [
+        json.dumps(
+            {
                 "TableName": TABLE,
                 "Item": item(f"u#{user}", doc, "bench-push"),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                "ReturnConsumedCapacity": "TOTAL",
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
-        }
+        )
         for doc in make_docs(n)
     ]
-    bodies = [
-        json.dumps({"TransactItems": puts[i : i + PACK], "ClientRequestToken": str(uuid.uuid4())})
-        for i in range(0, n, PACK)
-    ]
     token = issue_token(DEV_JWT_SECRET, user)
-    run = page.run_js(FETCH_JS, [url, token, bodies, PACKS_IN_FLIGHT])
+    run = page.run_js(FETCH_JS, [url, token, bodies, window, "PutItem"])
     if run["failures"]:
         raise RuntimeError(f"fetch push failed: {run['failures'][:3]}")
-    return {"ms": run["ms"], "items": n}
+    return {"ms": run["ms"], "items": n, "capacity_units": run["units"]}
+
+
+def billed_units(n: int, transactional: bool) -> float:
+    """The write units DynamoDB bills for the push's n items by its documented rule:
+    one per started KB of each item written alone, twice that in a transaction
+    (DynamoDB Local reports 2.0 for any transaction, however large)."""
+    sizes = [item_size(item("u#billing-check", doc, "bench-push")) for doc in make_docs(n)]
+    return float(sum(-(-size // 1024) for size in sizes) * (2 if transactional else 1))
+
+
+#: The push variants: (key, label, transactional writes).
+PUSH_VARIANTS = (
+    ("pysync", "pysync default: plain conditional writes", False),
+    ("pysync_packs", f"pysync packs option: {PACK_OPTION} per TransactWriteItems", True),
+    ("boto3_sequential", "boto3 put_item, sequential", False),
+    ("boto3_threads16", f"boto3 put_item, {THREADS} threads", False),
+    ("js_fetch", "JS fetch floor: the default's PutItem requests", False),
+)
 
 
 def push_phase(
@@ -615,23 +646,22 @@ def push_phase(
     n = args.push_n
     _log(f"push: warm-up ({args.push_warmup} items each)")
     pysync_push(page, url, names.next("warm"), args.push_warmup)
+    pysync_push(page, url, names.next("warm"), args.push_warmup, PACK_OPTION)
+    js_fetch_push(page, url, names.next("warm"), args.push_warmup)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, 1)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, THREADS)
-    runs: dict[str, list[dict[str, Any]]] = {
-        "pysync": [],
-        "boto3_sequential": [],
-        "boto3_threads16": [],
-        "js_fetch_packs": [],
-    }
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in PUSH_VARIANTS}
     for round_ in range(args.push_runs):
-        variants = ["boto3_sequential", "boto3_threads16", "js_fetch_packs", "pysync"]
-        if round_ % 2:
+        variants = [key for key, _, _ in PUSH_VARIANTS]
+        if round_ % 2 == 0:
             variants.reverse()
         for variant in variants:
             user = names.next("push")
             if variant == "pysync":
                 run = pysync_push(page, url, user, n)
-            elif variant == "js_fetch_packs":
+            elif variant == "pysync_packs":
+                run = pysync_push(page, url, user, n, PACK_OPTION)
+            elif variant == "js_fetch":
                 run = js_fetch_push(page, url, user, n)
             else:
                 threads = 1 if variant == "boto3_sequential" else THREADS
@@ -639,6 +669,90 @@ def push_phase(
             runs[variant].append(run)
             _log(f"push n={n} {variant}: {run['ms']:.0f} ms, {_rate(run, n):.0f} items/s")
     return {k: v for k, v in runs.items() if v}
+
+
+def push_sweep(
+    page: Any, url: str, client: Any, args: argparse.Namespace, names: Names
+) -> list[dict[str, Any]]:
+    """Single conditional writes at several concurrencies: pysync's default push
+    (``push_concurrency``) and the JS floor (requests out at a time), each point
+    next to a boto3 16-thread run of the same size."""
+    n = args.push_sweep_n
+    points = []
+    for concurrency in args.push_sweep:
+        baseline = boto3_push(client, "u#" + names.next("sweep"), n, THREADS)
+        ours = pysync_push(page, url, names.next("sweep"), n, 1, concurrency)
+        floor = js_fetch_push(page, url, names.next("sweep"), n, concurrency)
+        point = {
+            "concurrency": concurrency,
+            "n": n,
+            "pysync_items_per_s": round(_rate(ours, n), 1),
+            "js_fetch_items_per_s": round(_rate(floor, n), 1),
+            "boto3_threads16_items_per_s": round(_rate(baseline, n), 1),
+        }
+        points.append(point)
+        _log(f"push sweep: {point}")
+    return points
+
+
+def push_rows(push: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """One row per push variant: items/s, ratio vs boto3 16 threads, write units."""
+    threads16 = _rate_of(push["boto3_threads16"], n)
+    out = []
+    for key, label, transactional in PUSH_VARIANTS:
+        runs = push[key]
+        rate = _rate_of(runs, n)
+        reported = statistics.median(r["capacity_units"] for r in runs) / n
+        billed = billed_units(n, transactional) / n
+        row: dict[str, Any] = {
+            "operation": f"push: {label}",
+            "n": n,
+            "runs": len(runs),
+            "items_per_s": rate,
+            "ratio": round(rate / threads16, 3),
+            "wcu_per_change": round(billed, 3),
+            "wcu_reported_per_change": round(reported, 3),
+            "goal": "-",
+            "goal_met": "-",
+            "ms": _stats([r["ms"] for r in runs]),
+        }
+        if key == "pysync":
+            row["goal"] = f"ratio >= {GOAL_PUSH:g} vs boto3 {THREADS} threads at 1 WCU per change"
+            row["goal_met"] = rate / threads16 >= GOAL_PUSH and billed == reported == 1.0
+        out.append(row)
+    return out
+
+
+def push_notes(push: dict[str, Any], sweep: list[dict[str, Any]], n: int) -> list[str]:
+    """Prose from the push's numbers: the cost of each option, and the sweep."""
+    rows = {key: row for (key, _, _), row in zip(PUSH_VARIANTS, push_rows(push, n), strict=True)}
+    ours, packs, floor = rows["pysync"], rows["pysync_packs"], rows["js_fetch"]
+    notes = [
+        f"Push: pysync's default sends each change as one conditional PutItem "
+        f"({ours['wcu_per_change']:g} WCU per change, {ours['items_per_s']:,.0f} items/s, "
+        f"{ours['ratio']:.2f}x boto3 {THREADS} threads); the packs option "
+        f"(`Sync(pack_size={PACK_OPTION})`) sends {PACK_OPTION} per TransactWriteItems: "
+        f"{packs['items_per_s']:,.0f} items/s ({packs['ratio']:.2f}x) at "
+        f"{packs['wcu_per_change']:g} WCU per change, as DynamoDB bills transactional "
+        f"writes (DynamoDB Local reports {packs['wcu_reported_per_change']:g} per change: "
+        f"2.0 per transaction, whatever its size). Plain JS posting the default's requests "
+        f"reaches {floor['items_per_s']:,.0f} items/s ({floor['ratio']:.2f}x): each request "
+        "costs the browser its own round of work (renderer, network service, browser "
+        "process) that boto3's threads in one process do not pay."
+    ]
+    if sweep:
+        cells = "; ".join(
+            f"{p['concurrency']}: pysync {p['pysync_items_per_s']:,.0f}, JS "
+            f"{p['js_fetch_items_per_s']:,.0f} (boto3 {THREADS} threads "
+            f"{p['boto3_threads16_items_per_s']:,.0f})"
+            for p in sweep
+        )
+        notes.append(
+            f"Requests out at a time, single conditional writes, {sweep[0]['n']:,} items "
+            f"per point (items/s): {cells}. Chromium opens at most 6 HTTP/1.1 connections "
+            "per origin; more requests queue in the browser."
+        )
+    return notes
 
 
 def js_pull(page: Any, url: str, user: str, scope: str, n: int) -> dict[str, Any]:
@@ -730,19 +844,8 @@ def _row(
 
 
 def rows(push: dict[str, Any], pull: dict[str, Any], args: argparse.Namespace) -> list[Any]:
-    """The rows of the report: push vs both boto3 baselines, base sync, long tasks."""
-    out = [
-        _row(
-            "push (new records, conditional puts)",
-            args.push_n,
-            push,
-            name,
-            f"boto3 put_item, {label}",
-            "js_fetch_packs",
-            GOAL_PUSH,
-        )
-        for name, label in (("boto3_sequential", "sequential"), ("boto3_threads16", "16 threads"))
-    ]
+    """The rows of the report: the push's variants, base sync, long tasks."""
+    out: list[Any] = push_rows(push, args.push_n)
     out.append(
         _row(
             "base sync (pull into a fresh replica)",
@@ -786,6 +889,13 @@ def main() -> None:
     parser.add_argument("--push-n", type=int, default=10_000, help="pending mutations to push")
     parser.add_argument("--push-runs", type=int, default=1, help="measured rounds of push")
     parser.add_argument("--push-warmup", type=int, default=100, help="items of the warm-up push")
+    parser.add_argument(
+        "--push-sweep",
+        type=lambda text: [int(x) for x in text.split(",") if x],
+        default=[2, 4, 6, 8, 16],
+        help="requests out at a time to sweep for single writes (comma-separated; '' for none)",
+    )
+    parser.add_argument("--push-sweep-n", type=int, default=2000, help="items per sweep point")
     parser.add_argument("--pull-n", type=int, default=20_000, help="items of the base sync")
     parser.add_argument("--pull-runs", type=int, default=3, help="measured rounds of base sync")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -809,6 +919,7 @@ def main() -> None:
                 page.run_js(f"() => {{ {LONGTASK_JS} }}")
                 url = base_url + "/dynamodb"
                 push = push_phase(page, url, client, args, names)
+                sweep = push_sweep(page, url, client, args, names)
                 pull = pull_phase(page, url, client, args, names)
                 machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -830,7 +941,9 @@ def main() -> None:
             else ""
         ),
         "rows": rows(push, pull, args),
+        "notes": push_notes(push, sweep, args.push_n),
         "push_runs": push,
+        "push_sweep": sweep,
         "pull_runs": pull,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
