@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from os import PathLike, stat_result
@@ -57,6 +57,8 @@ CHANGES_PATH = "/changes"
 TARGET_PREFIX = "DynamoDB_20120810."
 _STREAMS_PREFIX = "DynamoDBStreams_20120810."
 _LOG_KEY = "pysync.log"
+# Operations whose success puts a record in the table's stream.
+_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
 
 access_logger = logging.getLogger("pysync.access")
 logger = logging.getLogger("pysync.proxy")
@@ -206,6 +208,9 @@ class DynamoDBEndpoint:
         self.signer = signer
         self.limiter = limiter
         self.forwarder: Forwarder | None = None
+        # Called after every write DynamoDB accepted (the stream consumer's poke, when
+        # this process runs one: it reads the write now instead of after its pause).
+        self.written: Callable[[], None] | None = None
         model = botocore.session.get_session().get_service_model("dynamodb")
         self.known_operations = frozenset(model.operation_names)
 
@@ -291,6 +296,8 @@ class DynamoDBEndpoint:
             )
         if "x-amzn-requestid" in upstream.headers:
             log["request_id"] = upstream.headers["x-amzn-requestid"]
+        if upstream.status == 200 and operation in _WRITES and self.written is not None:
+            self.written()
         return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)
 
 
@@ -366,6 +373,8 @@ def create_app(
         )
         runtime = await start_runtime(config, endpoint.signer)
         changes.feed = runtime.feed
+        if runtime.consumer is not None:
+            endpoint.written = runtime.consumer.poke
         app.state.pysync = runtime
         try:
             yield
