@@ -234,11 +234,11 @@ class Pusher:
         > 1 in packs of up to ``pack`` entries, each pack one ``TransactWriteItems``.
         A second entry of a record already in the window, or in a round still out,
         waits for a later round, so each record's changes still land in order. The
-        oldest ``window * 4`` entries (and those out)
+        oldest ``window * 2`` entries (and those out)
         usually decide; the whole outbox is read only when they cannot (a group,
         or many rejected entries), so a long outbox is not read once per round.
         """
-        limit = self.window * 4 + len(busy)
+        limit = self.window * 2 + len(busy)
         entries = await self.replica.store.query(OUTBOX, limit=limit)
         batches, decided = self._pick(entries, busy)
         if not decided and len(entries) == limit:
