@@ -23,10 +23,16 @@ async def migrate(store: Database, schema: AppSchema) -> None:
     collections = list(schema.collections)
 
     def body(tx: Transaction) -> None:
-        version = tx.get(META, "schema")
-        records = {name: tx.query(name) for name in collections}
-        entries = tx.query(OUTBOX)
-        entries.then(lambda _: _upgrade(tx, schema, version, records, entries))
+        def read(stored: dict[str, Any] | None) -> None:
+            if stored is None:  # a new database starts at the current version
+                tx.put(META, {"key": "schema", "version": schema.version})
+            elif stored["version"] < schema.version:
+                # Only an upgrade reads the data: every open would otherwise read it all.
+                records = {name: tx.query(name) for name in collections}
+                entries = tx.query(OUTBOX)
+                entries.then(lambda _: _upgrade(tx, schema, stored, records, entries))
+
+        tx.get(META, "schema").then(read)
 
     await store.run([*collections, OUTBOX, META], "readwrite", body)
 
@@ -34,16 +40,10 @@ async def migrate(store: Database, schema: AppSchema) -> None:
 def _upgrade(
     tx: Transaction,
     schema: AppSchema,
-    version: Request[Any],
+    stored: dict[str, Any],
     records: dict[str, Request[list[dict[str, Any]]]],
     entries: Request[list[Entry]],
 ) -> None:
-    stored = version.result
-    if stored is None:  # a new database starts at the current version
-        tx.put(META, {"key": "schema", "version": schema.version})
-        return
-    if stored["version"] >= schema.version:
-        return
     steps = [
         (v, schema.migrations[v])
         for v in range(stored["version"] + 1, schema.version + 1)

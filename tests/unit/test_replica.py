@@ -367,6 +367,37 @@ async def test_migration_upgrades_records_and_pending_outbox() -> None:
     db.close()
 
 
+async def test_opening_at_the_stored_version_reads_no_documents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only an upgrade reads the stored data: a replica of 20,000 documents would
+    otherwise read them all (one long task) every time the app starts."""
+    from pysync._store import Transaction
+
+    browser = MemoryBrowser()
+    db = await open_tab(browser)
+    async with db.transaction() as tx:
+        tx.put("todos", {"id": "a"})
+        tx.put("lists", {"id": "l"})
+    db.close()
+    queried: list[str] = []
+    query = Transaction.query
+
+    def spy(self: Transaction, store: str, **options: Any) -> Any:
+        queried.append(store)
+        return query(self, store, **options)
+
+    monkeypatch.setattr(Transaction, "query", spy)
+    db = await open_tab(browser)
+    assert not {"todos", "lists"} & set(queried), queried
+    assert await db["todos"].get("a") == {"id": "a"}
+    db.close()
+    queried.clear()
+    db = await open_tab(browser, AppSchema(2, SCHEMA.collections))  # an upgrade reads them
+    assert {"todos", "lists"} <= set(queried), queried
+    db.close()
+
+
 async def test_an_index_added_later_covers_existing_documents() -> None:
     browser = MemoryBrowser()
     db = await open_tab(browser)
