@@ -62,8 +62,13 @@ from _browser import ROOT, bench_page
 from _stats import summarize
 
 RESULTS = ROOT / "bench" / "results" / "replica.json"
-GOAL_PUT_P50_MS = 3.0
-GOAL_BULK_RATIO = 2.0
+# Issue 12's goals: a single put at most 2x a plain JS put (p50, same run), and
+# transactions of 100 documents with everything sync needs at most 3x JS writing the
+# records alone.
+GOAL_PUT_RATIO = 2.0
+GOAL_BULK_RATIO = 3.0
+# Transactions per outbox design in the design comparison (each of BULK_PER_TX documents).
+DESIGN_ROUNDS = 40
 BULK_N = 10_000
 # Documents per transaction in the bulk rows: the most a transaction() may change.
 BULK_PER_TX = 100
@@ -386,6 +391,18 @@ def query_phase(args: argparse.Namespace) -> dict[str, list[float]]:
     return samples
 
 
+def designs_phase() -> dict[str, list[float]]:
+    """What one transaction of BULK_PER_TX new documents costs IndexedDB under other
+    outbox designs (plain JS, replica_baseline.js outboxDesigns), in a browser of its own."""
+    with _fresh_page() as page:
+        times: dict[str, list[float]] = page.run_js(
+            "([rounds, per]) => replicaBaseline.outboxDesigns(rounds, per)",
+            [DESIGN_ROUNDS, BULK_PER_TX],
+        )
+    _log("designs: " + ", ".join(f"{d} {statistics.median(t):.1f} ms" for d, t in times.items()))
+    return times
+
+
 def phases_phase(args: argparse.Namespace) -> list[dict[str, float]]:
     """The bulk breakdown, each run in a browser of its own after a warm-up of 1,000."""
     phases = []
@@ -426,8 +443,8 @@ def rows(
             "js_ms": put["js_strict"]["p50"],
             "js_p99_ms": put["js_strict"]["p99"],
             "ratio": ratio(put_ms, put["js_strict"]["p50"]),
-            "goal": f"pysync p50 < {GOAL_PUT_P50_MS:g} ms",
-            "goal_met": put_ms < GOAL_PUT_P50_MS,
+            "goal": f"ratio <= {GOAL_PUT_RATIO:g}",
+            "goal_met": put_ms / put["js_strict"]["p50"] <= GOAL_PUT_RATIO,
             # Plain JS making the IndexedDB requests of a pysync put: its floor.
             "js_floor_ms": put["js_pysync_requests"]["p50"],
             "js_floor_ratio": ratio(put["js_pysync_requests"]["p50"], put["js_strict"]["p50"]),
@@ -472,6 +489,91 @@ def rows(
     ]
 
 
+METHOD = (
+    "One Chromium page (bench/pages/replica.html), Pyodide and the pysync wheel of "
+    "build/pyodide/, times from performance.now() inside the page. Single put: "
+    "`await db['items'].put(doc)` of a new document vs one plain JS put() transaction "
+    "(durability strict, as pysync), the variants taking turns put by put. Bulk: 10,000 "
+    "new documents as 100 `async with db.transaction()` blocks of 100 vs JS writing the "
+    "records in 100 transactions of 100, each run in a browser of its own after a warm-up. "
+    '"JS floor": plain JS making the IndexedDB requests pysync makes '
+    "(bench/pages/replica_baseline.js). Outbox designs: plain JS transactions of 100 new "
+    "documents under other outbox layouts, taking turns transaction by transaction."
+)
+
+
+def design_rows(designs: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """One row per outbox design: ms per transaction of BULK_PER_TX, and x records alone."""
+    alone = statistics.median(designs["records alone"])
+    return [
+        {
+            "operation": f"IndexedDB cost of 1 transaction of {BULK_PER_TX}: {design}",
+            "n": len(times),
+            "js_ms": round(statistics.median(times), 2),
+            "ratio": round(statistics.median(times) / alone, 2),
+        }
+        for design, times in designs.items()
+    ]
+
+
+def notes(
+    puts: dict[str, list[float]],
+    bulk: dict[str, list[float]],
+    phases: list[dict[str, float]],
+    designs: dict[str, list[float]],
+) -> list[str]:
+    """Where the time goes, the floor and what would lower it, from this run's numbers."""
+    put = {v: statistics.median(s) for v, s in puts.items()}
+    out = [
+        f"Single put: pysync p50 {put['pysync']:.1f} ms, a plain JS put {put['js_strict']:.1f} "
+        f"ms ({put['pysync'] / put['js_strict']:.1f}x). Plain JS making pysync's requests "
+        f"(read the clock, the record and its outbox entries; put the entry, the record and "
+        f"the clock) takes {put['js_pysync_requests']:.1f} ms "
+        f"({put['js_pysync_requests'] / put['js_strict']:.1f}x): that is the floor of the "
+        f"design; the other {put['pysync'] - put['js_pysync_requests']:.1f} ms are Python "
+        "(building the requests, the JSON that carries them, the outbox logic) and the two "
+        "crossings between Python and JavaScript (the reads, then the writes)."
+    ]
+    if phases:
+        phase = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+        browser = phase["wait for the reads"] + phase["commit"]
+        python = sum(
+            phase[k]
+            for k in ("validate (tx.put calls)", "set up", "queue the reads", "compute the writes")
+        )
+        sending = phase["send the reads to IndexedDB"] + phase["send the writes to IndexedDB"]
+        out.append(
+            f"Bulk ({BULK_N:,} documents in transactions of {BULK_PER_TX}, one instrumented "
+            f"run of {phase['total']:.0f} ms): the browser's own work (waiting for the reads, "
+            f"the commit) {browser:.0f} ms; sending the requests (JSON encoding in Python, "
+            f"JSON.parse and one IndexedDB request per read or write in JavaScript) "
+            f"{sending:.0f} ms; Python's own steps (validating, queueing the reads, computing "
+            f"the records and outbox entries) {python:.0f} ms. A transaction of 100 new "
+            "documents reads in two requests (one getAllKeys over the records' key range, "
+            "one over their outbox entries': they answer new documents and documents "
+            "without pending changes at once) and writes 201 (an outbox entry and a record "
+            "per document, the clock)."
+        )
+    med = {d: statistics.median(t) for d, t in designs.items()}
+    alone = med["records alone"]
+    out.append(
+        f"The floor, by outbox design (plain JS, one transaction of {BULK_PER_TX} new "
+        f"documents, the designs taking turns): the records alone {alone:.1f} ms; pysync's "
+        f"requests today {med['today']:.1f} ms ({med['today'] / alone:.2f}x); the same with "
+        f"a state index holding only rejected entries {med['sparse state']:.1f} ms "
+        f"({med['sparse state'] / alone:.2f}x); one outbox row per transaction holding its "
+        f"entries {med['row per transaction']:.1f} ms "
+        f"({med['row per transaction'] / alone:.2f}x). An outbox entry of its own per "
+        "document costs IndexedDB about as much as the document itself (a second value "
+        "and its two index entries). Under today's design, 3x needs pysync's own work "
+        f"(above the floor) under {GOAL_BULK_RATIO - med['today'] / alone:.2f}x of the JS "
+        "write; storing a transaction's entries in one row, with the record keys its "
+        "lookups need, would lower the floor itself to about "
+        f"{med['row per transaction'] / alone:.1f}x."
+    )
+    return out
+
+
 def main() -> None:
     """Run the benchmark and write bench/results/replica.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -492,6 +594,7 @@ def main() -> None:
     bulk = bulk_phase(args)
     query = query_phase(args)
     phases = phases_phase(args)
+    designs = designs_phase()
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     result = {
@@ -515,7 +618,10 @@ def main() -> None:
             "tags": ["a", "b"],
             "score": 1.5,
         },
-        "rows": rows(puts, bulk, query),
+        "method": METHOD,
+        "rows": [*rows(puts, bulk, query), *design_rows(designs)],
+        "notes": notes(puts, bulk, phases, designs),
+        "designs_ms": designs,
         "bulk_phases_ms": [{k: round(v, 1) for k, v in p.items()} for p in phases],
         "elapsed_s": round(time.monotonic() - started, 1),
     }

@@ -91,7 +91,7 @@ window.replicaBaseline = {
   },
 
   // A database with the stores and indexes pysync creates for the same schema.
-  async openPysyncShape(name) {
+  async openPysyncShape(name, design = "today") {
     await this.deleteDatabase(name);
     const db = await new Promise((resolve, reject) => {
       const request = indexedDB.open(name, 1);
@@ -100,7 +100,8 @@ window.replicaBaseline = {
         d.createObjectStore("items", { keyPath: "id" }).createIndex("by_n", "_ix.by_n");
         const outbox = d.createObjectStore("_outbox", { keyPath: "n" });
         outbox.createIndex("by_record", ["collection", "id"]);
-        outbox.createIndex("by_state", "state");
+        // "sparse state": the index holds only rejected entries (a field only they have).
+        outbox.createIndex("by_state", design === "sparse state" ? "rejected" : "state");
         d.createObjectStore("_meta", { keyPath: "key" });
         d.createObjectStore("_conflicts", { keyPath: "cid" }).createIndex("by_record", ["collection", "id"]);
       };
@@ -113,41 +114,59 @@ window.replicaBaseline = {
 
   // The IndexedDB requests of pysync writing `docs` (new documents) in one transaction,
   // made by plain JS (its floor), in pysync's order: in one strict transaction over
-  // the records, the outbox and the clock, read the clock, count the outbox twice (all
-  // entries and the rejected ones, for the status), read each record and each record's
-  // outbox entries; once answered, put the outbox entries, the records (with their
-  // index field) and the clock, and commit. `group` is the transaction's group id (null
-  // for a single put). Resolves at `complete`.
-  pysyncTransaction(db, docs, group) {
+  // the records, the outbox and the clock, read the clock, each record and each
+  // record's outbox entries (from 4 documents on, as _idb_helpers.js `probed` does:
+  // one getAllKeys over the records' key range and one over the outbox entries'
+  // range, which answer new documents at once); once answered, put the outbox
+  // entries, the records (with their index field) and the clock, and commit. `group`
+  // is the transaction's group id (null for a single put). Resolves at `complete`.
+  pysyncTransaction(db, docs, group, design = "today") {
     const tx = db.transaction(["items", "_outbox", "_meta"], "readwrite", { durability: "strict" });
     const items = tx.objectStore("items");
     const outbox = tx.objectStore("_outbox");
     const meta = tx.objectStore("_meta");
     const clock = meta.get("clock");
-    outbox.count();
-    outbox.index("by_state").count(IDBKeyRange.only("rejected"));
-    for (const doc of docs) items.get(doc.id);
+    const byRecord = outbox.index("by_record");
     let last;
-    for (const doc of docs) last = outbox.index("by_record").getAll(IDBKeyRange.only(["items", doc.id]));
+    if (docs.length < 4) {
+      for (const doc of docs) items.get(doc.id);
+      for (const doc of docs) last = byRecord.getAll(IDBKeyRange.only(["items", doc.id]));
+    } else {
+      const [low, high] = [docs[0].id, docs[docs.length - 1].id];
+      const limit = 2 * docs.length + 1;
+      items.getAllKeys(IDBKeyRange.bound(low, high), limit);
+      last = byRecord.getAllKeys(IDBKeyRange.bound(["items", low], ["items", high]), limit);
+    }
     last.onsuccess = () => {
       const wall = String(Date.now()).padStart(15, "0");
       let n = clock.result?.n ?? 0;
       let hlc;
-      for (const doc of docs) {
+      const entries = docs.map((doc) => {
         n += 1;
         hlc = `${wall}-${String(n).padStart(6, "0")}-0123456789abcdef`;
-        outbox.put({
-          n, mid: crypto.randomUUID().replaceAll("-", ""), collection: "items", id: doc.id,
-          op: "put", value: doc, set: {}, inc: {}, base: undefined, base_v: undefined,
-          follows: undefined, new: true, hlc, group: group ?? undefined, state: "pending",
-          error: undefined,
-        });
+        return this.entry(n, doc, hlc, group);
+      });
+      if (design === "row per transaction") {
+        // One outbox row holds the transaction's entries (its records listed, unindexed).
+        outbox.put({ n, group, entries, state: "pending" });
+      } else {
+        for (const entry of entries) outbox.put(entry);
       }
       for (const doc of docs) items.put({ ...doc, _ix: { by_n: doc.n } });
       meta.put({ key: "clock", hlc, n });
       tx.commit();
     };
     return this.done(tx);
+  },
+
+  // An outbox entry of pysync's shape for a new document.
+  entry(n, doc, hlc, group) {
+    return {
+      n, mid: crypto.randomUUID().replaceAll("-", ""), collection: "items", id: doc.id,
+      op: "put", value: doc, set: {}, inc: {}, base: undefined, base_v: undefined,
+      base_m: undefined, follows: undefined, new: true, hlc, group: group ?? undefined,
+      state: "pending", error: undefined,
+    };
   },
 
   // One pysync put of document k, as plain JS (see pysyncTransaction). The database is
@@ -175,6 +194,39 @@ window.replicaBaseline = {
     const ms = performance.now() - t0;
     await this.drop(name);
     return ms;
+  },
+
+  // What one transaction of `per` new documents costs IndexedDB under different outbox
+  // designs, plain JS, each design on a database of its own, the designs taking turns
+  // transaction by transaction (order flipped every round), `rounds` transactions each:
+  // "records alone" (the JS baseline), "today" (pysync's requests), "sparse state" (the
+  // same, with the state index holding only rejected entries), "row per transaction"
+  // (one outbox row holding the transaction's entries). ms per transaction.
+  async outboxDesigns(rounds, per) {
+    const designs = ["records alone", "today", "sparse state", "row per transaction"];
+    const dbs = {};
+    for (const design of designs) {
+      const name = `bench-design-${designs.indexOf(design)}`;
+      dbs[design] = design === "records alone" ? await this.open(name) : await this.openPysyncShape(name, design);
+    }
+    const times = Object.fromEntries(designs.map((d) => [d, []]));
+    for (let round = 0; round < rounds; round++) {
+      const docs = this.makeDocs(per, round * per);
+      for (const design of round % 2 ? designs : [...designs].reverse()) {
+        const t0 = performance.now();
+        if (design === "records alone") {
+          const tx = dbs[design].transaction("items", "readwrite", { durability: "strict" });
+          const store = tx.objectStore("items");
+          for (const doc of docs) store.put(doc);
+          await this.done(tx);
+        } else {
+          await this.pysyncTransaction(dbs[design], docs, `g${round}`, design);
+        }
+        times[design].push(performance.now() - t0);
+      }
+    }
+    for (const design of designs) await this.drop(`bench-design-${designs.indexOf(design)}`);
+    return times;
   },
 
   // index.getAll over [low, high] in a readonly transaction, resolved at `complete`
