@@ -20,7 +20,10 @@ origin, no rate limit) against the same DynamoDB Local. Then:
   pool of 16. Every variant sums the write capacity DynamoDB Local reports; as it
   reports 2.0 for any transaction, whatever its size, the rows also give what
   DynamoDB bills by its documented rule (1 unit per KB of item written alone, 2 in
-  a transaction), from the items' sizes;
+  a transaction), from the items' sizes. Then a sweep of requests out at a time
+  for single writes (``--push-sweep``, ``--push-sweep-n`` items per point): pysync's
+  default push with that ``push_concurrency``, the JS floor with as many requests
+  out, and a boto3 16-thread run beside each point;
 - base sync: ``--pull-n`` items loaded with boto3 ``BatchWriteItem``, timed
   ``await sync.pull()`` on a fresh replica (empty cursor) until every item is in
   IndexedDB. Baseline: boto3 paging the same ``Query`` (``pk = :p``, consistent) and
