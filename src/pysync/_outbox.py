@@ -17,8 +17,9 @@ version and mutation id of that server state (what the push's condition must
 find); ``new`` says the record did not exist anywhere but here. ``follows`` is
 the mutation id of the record's earlier entry this one waits for: its base is
 set once that one lands. ``group`` ties the entries of
-one multi-record transaction together. ``since`` is the changelog head when
-the entry was first sent: its write cannot appear in the changelog before it.
+one multi-record transaction together. ``since`` is a changelog seq at or below the
+head when the entry was first sent (the pull's cursor then): its write cannot
+appear in the changelog at or before it.
 ``merged`` marks the put that a conflict's merge queued: its ``inc`` keeps this
 device's deltas (already in ``value``), which another conflict re-applies to
 the server's newer value, so an increment survives any number of conflicts.

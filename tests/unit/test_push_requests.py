@@ -290,3 +290,32 @@ async def test_a_records_later_change_waits_for_its_change_still_out(
     assert server_doc(db, "a0") == {"id": "a0", "n": 1} == await docs.get("a0")
     for i in range(10):
         assert server_doc(db, f"b{i}") == {"id": f"b{i}"}
+
+
+async def test_a_push_after_a_pull_reads_no_changelog_head(device: MakeDevice) -> None:
+    """The push bounds where a lost reply is looked for with the pull's cursor, not a
+    head it reads first: a round trip before every push, on the way of every change to
+    the other devices. Before the first pull there is no cursor, and the head is read."""
+    replica, sync, remote = await device()
+
+    def head_reads() -> int:
+        return sum(
+            1
+            for op, payload in remote.calls
+            if op == "GetItem" and payload["TableName"].endswith("_changes")
+        )
+
+    await replica["docs"].put({"id": "a"})
+    await sync.push()  # no cursor yet
+    assert head_reads() == 1
+    assert not await replica.outbox()  # acknowledged
+    await sync.pull()
+    cursor = await sync.puller.cursor()
+    assert cursor is not None
+    remote.calls.clear()
+    await replica["docs"].put({"id": "b"})
+    await replica["docs"].put({"id": "c"})
+    await sync.push()
+    assert head_reads() == 0
+    assert not await replica.outbox()
+    assert {d["id"] for d in await replica["docs"].query()} == {"a", "b", "c"}

@@ -200,7 +200,7 @@ class Pusher:
                 # Entries read by _next may have changed since (an edit folded in, a create
                 # cancelled): the batches are rebuilt from what the marking read back.
                 if since is None:  # nothing sent from here on can land at or before it
-                    since = await self._retrying(self.history.head)
+                    since = await self._since()
                 stored = await self._set_inflight([e for batch in batches for e in batch], since)
                 batches = [[stored[e["n"]] for e in b if e["n"] in stored] for b in batches]
                 batches = [batch for batch in batches if batch]
@@ -559,10 +559,22 @@ class Pusher:
         """Store ``state`` (and other ``fields``) on the batch's entries still in the outbox."""
         await self._update_entries(batch, lambda found: {**found, "state": state, **fields})
 
+    async def _since(self) -> int:
+        """A changelog seq that no write sent from now on can be at or before.
+
+        The pull's cursor is one (it never passes the head) and costs no request:
+        reading the head would put a round trip before every push, on the path of
+        every change to the other devices. A cursor behind the head only makes a
+        settle (rare: an outcome lost) read more of the changelog. Before the first
+        pull there is no cursor: the head is read.
+        """
+        cursor = await self.history.cursor()
+        return cursor if cursor is not None else await self._retrying(self.history.head)
+
     async def _set_inflight(self, batch: list[Entry], since: int) -> dict[int, Entry]:
         """Mark entries in flight; return them as stored before (by ``n``; gone ones left out).
 
-        ``since``, the changelog head before the first attempt, is kept from that
+        ``since`` (see :meth:`_since`), from before the first attempt, is kept from that
         attempt: the write cannot appear in the changelog at or before it, which
         bounds where :meth:`_settle` looks.
         """
