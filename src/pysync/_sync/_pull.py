@@ -135,13 +135,16 @@ class Puller:
                         cursor = head = await self.base_sync(report, progress)
                         break
                     if items:
-                        # Entries of other namespaces are not applied, but passed.
-                        changes = await self._changes(items)
                         report.pages += 1
                         if progress:
                             progress(f"pulling page {report.pages}")
-                        await self.apply(changes, report, cursor=last)
-                        cursor = last
+                    # In slices, each with the cursor at its last entry: short tasks, a
+                    # responsive page. Entries of other namespaces are not applied, but passed.
+                    for i in range(0, len(items), APPLY_CHUNK):
+                        chunk = items[i : i + APPLY_CHUNK]
+                        changes = await self._changes(chunk)
+                        await self.apply(changes, report, cursor=int(chunk[-1]["sk"]["N"]))
+                        cursor = int(chunk[-1]["sk"]["N"])
                     if not more:
                         return report
                     await asyncio.sleep(0)  # let the page breathe between pages
