@@ -44,6 +44,7 @@ import datetime
 import inspect
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -738,15 +739,18 @@ def notes_of(summary: dict[str, Any], result: dict[str, Any]) -> list[str]:
         f"{s('to_page'):.1f} ms, B's side (apply, live query) "
         f"{s('b_apply') + s('b_live'):.1f} ms."
     )
+    head = s("a_head")
     notes.append(
         f"A's side: put() itself takes {s('a_put'):.1f} ms (one IndexedDB transaction with the "
         f"outbox entry); the sync round starts {s('a_wake'):.1f} ms after it returns; before "
-        f"sending, the push reads the changelog head with a GetItem through the proxy "
-        f"({s('a_head'):.1f} ms) and marks the entry in flight in IndexedDB "
-        f"({s('a_inflight'):.1f} ms). The head read is a full round trip before every push "
-        "(it records the `since` that a later check of an uncertain write uses); reading it "
-        "concurrently with the marking, or after the write's reply, would take it off the "
-        "path (client code: not changed here)."
+        + (
+            "sending, the push marks the entry in flight in IndexedDB "
+            f"({s('a_inflight'):.1f} ms). It reads no changelog head first: the pull's cursor "
+            "bounds where a later check of an uncertain write looks."
+            if math.isnan(head)
+            else f"sending, the push reads the changelog head with a GetItem ({head:.1f} ms) "
+            f"and marks the entry in flight in IndexedDB ({s('a_inflight'):.1f} ms)."
+        )
     )
     notes.append(
         f"Server side: the write waits {s('poll_wait'):.1f} ms (p50; p99 "
@@ -754,10 +758,10 @@ def notes_of(summary: dict[str, Any], result: dict[str, Any]) -> list[str]:
         f"every {poll_ms:.0f} ms when the stream is idle (`pysync dev`'s interval), so about "
         f"half of that on average; the GetRecords call takes {s('getrecords'):.1f} ms, the "
         f"changelog append's TransactWriteItems {s('append_tx'):.1f} ms, and the event is on "
-        f"B's SSE stream {s('sse'):.2f} ms after the append. The floor of this part without "
-        f"the poll wait is about {s('getrecords') + s('append'):.1f} ms (two DynamoDB Local "
-        "calls); the poll wait is the only part a consumer woken by the proxy's own writes "
-        "(it sees each write's reply) could remove."
+        f"B's SSE stream {s('sse'):.2f} ms after the append. The proxy pokes the consumer "
+        "when DynamoDB accepts a write, so a write waits for the poll only while a GetRecords "
+        f"is already out; the floor of this part is about {s('getrecords') + s('append'):.1f} "
+        "ms (two DynamoDB Local calls)."
     )
     notes.append(
         f"B's side: the event reaches B's page {s('to_page'):.1f} ms after the server sent it "
@@ -792,18 +796,13 @@ def notes_of(summary: dict[str, Any], result: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
-    saved = s("a_head") + s("poll_wait") - (v("poll_wait") if poke else 0.0)
     notes.append(
-        f"What would lower it: the two waits on the path that are not work are A's head read "
-        f"before the push ({s('a_head'):.1f} ms p50, client) and the consumer's wait for its "
-        f"next poll ({s('poll_wait'):.1f} ms p50, server"
-        + (f"; {v('poll_wait'):.1f} ms when poked" if poke else "")
-        + f"). Removing both saves about {saved:.1f} ms of the p50, leaving about "
-        f"{total['p50_ms'] - saved:.1f} ms at this machine's load (without them, the medians "
-        f"on the path add up to {p50_sum - saved:.1f} ms). The rest is work: two IndexedDB "
-        "transactions and a live query re-run per device, "
-        "the PutItem, one GetRecords and one TransactWriteItems against DynamoDB Local, and "
-        "two hops through the browser's network stack."
+        "What is left on the path is work: two IndexedDB transactions and a live query "
+        "re-run per device, the PutItem, one GetRecords and one TransactWriteItems against "
+        "DynamoDB Local, and two hops through the browser's network stack. Lower would need "
+        "fewer of them: B applying the event without reading its cursor first (it is in "
+        "memory while the feed runs), or the consumer publishing the event before its append "
+        "is acknowledged (which would give up the changelog's order as the truth)."
     )
     tail = sorted(path, key=lambda kl: summary[kl[0]]["p99_ms"], reverse=True)[:3]
     notes.append(
@@ -983,9 +982,8 @@ def method_of(result: dict[str, Any]) -> str:
         "server-page-server before and after, is subtracted (worst offset plus bound "
         f"{worst:.1f} ms). 'Landed' is when the proxy has DynamoDB's reply to the write. "
         "Rows indented 'of which' are parts of the stage above; the path stages add up to "
-        "the total per write. The 'variant' rows come from writes alternating with the "
-        "measured ones, for which the benchmark calls `StreamConsumer.poke()` when the "
-        "proxy has DynamoDB's reply to a write (the proxy itself does not call it)."
+        "the total per write. The proxy pokes its stream consumer when DynamoDB accepts a "
+        "write (`StreamConsumer.poke()`), as `pysync dev` and `pysync serve` run it."
     )
 
 
@@ -998,11 +996,10 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument(
-        "--no-poke-variant",
-        dest="poke_variant",
-        action="store_false",
-        help="measure only the proxy as shipped (default: also, alternating, a consumer poked "
-        "by the proxy after each write)",
+        "--poke-variant",
+        action="store_true",
+        help="also measure, alternating, writes after which the benchmark pokes the consumer "
+        "itself (the proxy has done so on every write since StreamConsumer.poke was wired in)",
     )
     parser.add_argument("--deadline", type=int, default=900, help="abort after this many s")
     parser.add_argument("--output", type=Path, default=RESULTS)
