@@ -449,6 +449,8 @@ class Puller:
                 start = page.get("LastEvaluatedKey")
                 # The next page is on its way while this one is applied.
                 following = query(start) if start else None
+                # Decoding the page's JSON was one task: converting it is the next.
+                await asyncio.sleep(0)
                 report.pages += 1
                 if progress:
                     progress(f"base sync: page {report.pages}")
