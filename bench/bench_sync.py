@@ -35,7 +35,7 @@ For reference, the browser's own floor ("JS floor"): plain JS in the page postin
 the default push's requests with ``fetch`` (the same conditional ``PutItem``
 requests, as many in flight as pysync sends at a time), and paging the base sync's Query with
 ``fetch`` into IndexedDB (DynamoDB's 1 MB pages, the fewest requests, where
-pysync's base sync reads 100 items per request; one strict transaction per page).
+pysync's base sync reads 500 items per request; one strict transaction per page).
 The variants alternate within a round, the order flipping every round; the push
 is one round by default (``--push-runs``), the base sync two (``--pull-runs``).
 
@@ -312,7 +312,7 @@ async ([url, token, bodies, window, operation]) => {
 """
 
 # The browser's own floor for a base sync: plain JS pages through the same Query
-# (DynamoDB's 1 MB pages, the fewest requests; pysync's base sync reads 100 items
+# (DynamoDB's 1 MB pages, the fewest requests; pysync's base sync reads 500 items
 # per request), turns every item into a plain object (the record pysync stores: the
 # document, _v, _seq and the index field) and puts each page in one strict
 # transaction into a database shaped like pysync's (bench/pages/replica_baseline.js's
