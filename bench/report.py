@@ -949,8 +949,20 @@ def _other_goals(name: str, result: dict[str, Any]) -> list[list[str]]:
         what = row.get("operation") or row.get("measure") or ""
         parts = [
             f"{key} {_cell(row[key])}"
-            for key in ("pysync_ms", "pysync_items_per_s", "ratio")
-            if isinstance(row.get(key), (int, float))
+            for key in (
+                "pysync_s",
+                "pysync_ms",
+                "pysync_items_per_s",
+                "items_per_s",
+                "ratio",
+                "p50_ms",
+                "p99_ms",
+                "longest_task_ms",
+                "input_p99_ms",
+                "js_heap_change",
+                "py_change",
+            )
+            if isinstance(row.get(key), (int, float, str)) and row.get(key) not in ("", "-")
         ]
         measured = ", ".join(parts) or "-"
         status = "met" if row["goal_met"] else "**not met**"
