@@ -319,3 +319,31 @@ async def test_a_push_after_a_pull_reads_no_changelog_head(device: MakeDevice) -
     assert head_reads() == 0
     assert not await replica.outbox()
     assert {d["id"] for d in await replica["docs"].query()} == {"a", "b", "c"}
+
+
+async def test_the_push_reads_the_outbox_in_short_slices(
+    device: MakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing what to send reads at most READ_SLICE entries per store transaction:
+    reading and decoding a round's hundreds of entries at once was one long task."""
+    from pysync._sync import _push
+
+    replica, sync, _ = await device()
+    for first in range(0, 300, 100):  # 300 single entries, written 100 at a time
+        await replica._write(
+            [replica["docs"]._put_write({"id": f"d{i:03d}"}) for i in range(first, first + 100)]
+        )
+    reads: list[int | None] = []
+    query = replica.store.query
+
+    async def spy(store: str, **options: Any) -> Any:
+        if store == "_outbox":
+            reads.append(options.get("limit"))
+        return await query(store, **options)
+
+    monkeypatch.setattr(replica.store, "query", spy)
+    report = await sync.push()
+    assert report.pushed == 300
+    assert reads
+    assert all(limit is not None and limit <= _push.READ_SLICE for limit in reads)
+    assert not await replica.outbox()

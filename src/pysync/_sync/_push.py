@@ -143,6 +143,8 @@ _TRANSACTION_LEVEL = frozenset({"ReturnValues", "ReturnConsumedCapacity"})
 #: Rounds (each up to ``window`` changes) out at once: one in flight while the
 #: next is read and marked, so requests never wait for IndexedDB.
 ROUNDS_AHEAD = 2
+#: Outbox entries read (and decoded) per store transaction when choosing what to send.
+READ_SLICE = 100
 
 
 class Pusher:
@@ -239,11 +241,27 @@ class Pusher:
         or many rejected entries), so a long outbox is not read once per round.
         """
         limit = self.window * 2 + len(busy)
-        entries = await self.replica.store.query(OUTBOX, limit=limit)
+        entries = await self._oldest(limit)
         batches, decided = self._pick(entries, busy)
         if not decided and len(entries) == limit:
-            batches, _ = self._pick(await self.replica.store.query(OUTBOX), busy)
+            batches, _ = self._pick(await self._oldest(None), busy)
         return batches
+
+    async def _oldest(self, limit: int | None) -> list[Entry]:
+        """The oldest ``limit`` outbox entries (all: ``None``), read in slices of
+        READ_SLICE, a transaction and a short task each (reading and decoding hundreds
+        at once was one long task). Entries may change between slices: what is sent is
+        what the marking in flight reads back."""
+        entries: list[Entry] = []
+        after: KeyRange | None = None
+        while limit is None or len(entries) < limit:
+            want = READ_SLICE if limit is None else min(READ_SLICE, limit - len(entries))
+            found = await self.replica.store.query(OUTBOX, range=after, limit=want)
+            entries += found
+            if len(found) < want:
+                break
+            after = KeyRange.at_least(found[-1]["n"], open=True)
+        return entries
 
     def _pick(
         self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
