@@ -292,10 +292,14 @@ async def test_a_records_later_change_waits_for_its_change_still_out(
         assert server_doc(db, f"b{i}") == {"id": f"b{i}"}
 
 
-async def test_a_push_after_a_pull_reads_no_changelog_head(device: MakeDevice) -> None:
-    """The push bounds where a lost reply is looked for with the pull's cursor, not a
-    head it reads first: a round trip before every push, on the way of every change to
-    the other devices. Before the first pull there is no cursor, and the head is read."""
+async def test_a_push_reads_no_changelog_head_while_the_feed_is_connected(
+    device: MakeDevice,
+) -> None:
+    """While the realtime feed is connected, the push bounds where a lost reply is
+    looked for with the pull's cursor instead of a head read first (a round trip
+    before every push, on the way of every change to the other devices). Without
+    the feed, the head read is also the check that the server answers before
+    anything is marked in flight: it stays."""
     replica, sync, remote = await device()
 
     def head_reads() -> int:
@@ -305,13 +309,13 @@ async def test_a_push_after_a_pull_reads_no_changelog_head(device: MakeDevice) -
             if op == "GetItem" and payload["TableName"].endswith("_changes")
         )
 
-    await replica["docs"].put({"id": "a"})
-    await sync.push()  # no cursor yet
-    assert head_reads() == 1
-    assert not await replica.outbox()  # acknowledged
     await sync.pull()
-    cursor = await sync.puller.cursor()
-    assert cursor is not None
+    assert await sync.puller.cursor() is not None
+    remote.calls.clear()
+    await replica["docs"].put({"id": "a"})
+    await sync.push()  # no feed: the head is read
+    assert head_reads() == 1
+    replica._set_status(realtime=True)  # as a connected feed sets it
     remote.calls.clear()
     await replica["docs"].put({"id": "b"})
     await replica["docs"].put({"id": "c"})

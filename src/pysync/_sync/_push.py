@@ -580,14 +580,20 @@ class Pusher:
     async def _since(self) -> int:
         """A changelog seq that no write sent from now on can be at or before.
 
-        The pull's cursor is one (it never passes the head) and costs no request:
-        reading the head would put a round trip before every push, on the path of
-        every change to the other devices. A cursor behind the head only makes a
-        settle (rare: an outcome lost) read more of the changelog. Before the first
-        pull there is no cursor: the head is read.
+        While the realtime feed is connected (the server answers), the pull's cursor
+        is one (it never passes the head) and costs no request: reading the head
+        would put a round trip before every push, on the path of every change to the
+        other devices. A cursor behind the head only makes a settle (rare: an outcome
+        lost) read more of the changelog. Otherwise the head is read: it is also the
+        check that the server answers before anything is marked in flight (a write
+        sent to a server that is down has an unknown outcome and must be settled,
+        which for a new record means a probe tombstone).
         """
-        cursor = await self.history.cursor()
-        return cursor if cursor is not None else await self._retrying(self.history.head)
+        if self.replica.status.realtime:
+            cursor = await self.history.cursor()
+            if cursor is not None:
+                return cursor
+        return await self._retrying(self.history.head)
 
     async def _set_inflight(self, batch: list[Entry], since: int) -> dict[int, Entry]:
         """Mark entries in flight; return them as stored before (by ``n``; gone ones left out).
