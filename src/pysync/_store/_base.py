@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from .._errors import (
@@ -355,6 +355,25 @@ class Database(ABC):
             ),
         )
         return found.result
+
+    async def slices(
+        self, store: str, size: int, limit: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """The records of ``store`` in key order, ``size`` at a time, each slice read in
+        a transaction of its own (a short task over a big store; records may change
+        between slices); at most ``limit`` in all."""
+        spec = self.schema.store(store)
+        after: KeyRange | None = None
+        read = 0
+        while limit is None or read < limit:
+            want = size if limit is None else min(size, limit - read)
+            records = await self.query(store, range=after, limit=want)
+            if records:
+                yield records
+            read += len(records)
+            if len(records) < want:
+                return
+            after = KeyRange.at_least(primary_key(spec, records[-1]), open=True)
 
 
 async def _settle(tx: Transaction) -> None:

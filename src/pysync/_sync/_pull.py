@@ -144,8 +144,8 @@ class Puller:
                     for i in range(0, len(items), APPLY_CHUNK):
                         chunk = items[i : i + APPLY_CHUNK]
                         changes = await self._changes(chunk)
-                        await self.apply(changes, report, cursor=int(chunk[-1]["sk"]["N"]))
                         cursor = int(chunk[-1]["sk"]["N"])
+                        await self.apply(changes, report, cursor=cursor)
                     if not more:
                         return report
                     await asyncio.sleep(0)  # let the page breathe between pages
@@ -484,15 +484,11 @@ class Puller:
         """Delete local records the server no longer has (unless edits are pending)."""
         doomed: list[_Change] = []
         for collection in self.replica.schema.collections:
-            after: KeyRange | None = None
-            while True:  # in key-ordered slices: no long task over a big store
-                records = await self.replica.store.query(collection, range=after, limit=SCAN)
+            # In key-ordered slices: no long task over a big store.
+            async for records in self.replica.store.slices(collection, SCAN):
                 for record in records:
                     if (collection, record["id"]) not in seen:
                         doomed.append(_Change(collection, record["id"], head, None, None))
-                if len(records) < SCAN:
-                    break
-                after = KeyRange.at_least(records[-1]["id"], open=True)
         await self.apply(doomed, report, cursor=head, force=True)
 
 

@@ -253,14 +253,8 @@ class Pusher:
         at once was one long task). Entries may change between slices: what is sent is
         what the marking in flight reads back."""
         entries: list[Entry] = []
-        after: KeyRange | None = None
-        while limit is None or len(entries) < limit:
-            want = READ_SLICE if limit is None else min(READ_SLICE, limit - len(entries))
-            found = await self.replica.store.query(OUTBOX, range=after, limit=want)
+        async for found in self.replica.store.slices(OUTBOX, READ_SLICE, limit):
             entries += found
-            if len(found) < want:
-                break
-            after = KeyRange.at_least(found[-1]["n"], open=True)
         return entries
 
     def _pick(
