@@ -206,11 +206,13 @@ async def prepare_push(user, n):
     return json.dumps({"prepare_ms": ms, "pending": db.status.pending})
 
 
-async def push(user, url, token, pack_size=1, concurrency=None):
+async def push(user, url, token, pack_size=1, concurrency=None, batch=None):
     db = replicas[user]
     options = {"pack_size": pack_size}
     if concurrency is not None:
         options["push_concurrency"] = concurrency
+    if batch is not None:
+        options["push_batch"] = batch
     sync = Sync(db, HttpRemote(url, token), table=TABLE, **options)
     collect()
     instrument(True)
@@ -573,11 +575,17 @@ class Names:
 
 
 def pysync_push(
-    page: Any, url: str, user: str, n: int, pack: int = 1, concurrency: int | None = None
+    page: Any,
+    url: str,
+    user: str,
+    n: int,
+    pack: int = 1,
+    concurrency: int | None = None,
+    batch: int | None = None,
 ) -> dict[str, Any]:
     prepared = page.run_python_json(f"await prepare_push({user!r}, {n})")
     token = issue_token(DEV_JWT_SECRET, user)
-    code = f"await push({user!r}, {url!r}, {token!r}, {pack}, {concurrency!r})"
+    code = f"await push({user!r}, {url!r}, {token!r}, {pack}, {concurrency!r}, {batch!r})"
     run = page.run_python_json(code)
     if run["pushed"] != n or run["left_in_outbox"] or run["conflicts"] or run["rejected"]:
         raise RuntimeError(f"push did not push everything: {run}")
@@ -639,7 +647,8 @@ def billed_units(n: int, transactional: bool) -> float:
 
 #: The push variants: (key, label, transactional writes).
 PUSH_VARIANTS = (
-    ("pysync", "pysync default: plain conditional writes", False),
+    ("pysync", "pysync default: plain conditional writes, batched", False),
+    ("pysync_unbatched", "pysync push_batch=1: a request per change", False),
     ("pysync_packs", f"pysync packs option: {PACK_OPTION} per TransactWriteItems", True),
     ("boto3_sequential", "boto3 put_item, sequential", False),
     ("boto3_threads16", f"boto3 put_item, {THREADS} threads", False),
@@ -653,19 +662,22 @@ def push_phase(
     n = args.push_n
     _log(f"push: warm-up ({args.push_warmup} items each)")
     pysync_push(page, url, names.next("warm"), args.push_warmup)
+    pysync_push(page, url, names.next("warm"), args.push_warmup, batch=1)
     pysync_push(page, url, names.next("warm"), args.push_warmup, PACK_OPTION)
     js_fetch_push(page, url, names.next("warm"), args.push_warmup)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, 1)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, THREADS)
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in PUSH_VARIANTS}
     for round_ in range(args.push_runs):
-        variants = [key for key, _, _ in PUSH_VARIANTS]
+        variants = [key for key, _, _ in PUSH_VARIANTS if key in args.push_variants]
         if round_ % 2 == 0:
             variants.reverse()
         for variant in variants:
             user = names.next("push")
             if variant == "pysync":
                 run = pysync_push(page, url, user, n)
+            elif variant == "pysync_unbatched":
+                run = pysync_push(page, url, user, n, batch=1)
             elif variant == "pysync_packs":
                 run = pysync_push(page, url, user, n, PACK_OPTION)
             elif variant == "js_fetch":
@@ -688,7 +700,7 @@ def push_sweep(
     points = []
     for concurrency in args.push_sweep:
         baseline = boto3_push(client, "u#" + names.next("sweep"), n, THREADS)
-        ours = pysync_push(page, url, names.next("sweep"), n, 1, concurrency)
+        ours = pysync_push(page, url, names.next("sweep"), n, 1, concurrency, batch=1)
         floor = js_fetch_push(page, url, names.next("sweep"), n, concurrency)
         point = {
             "concurrency": concurrency,
@@ -923,6 +935,12 @@ def main() -> None:
         default=[2, 4, 6, 8, 16],
         help="requests out at a time to sweep for single writes (comma-separated; '' for none)",
     )
+    parser.add_argument(
+        "--push-variants",
+        type=lambda text: text.split(","),
+        default=[key for key, _, _ in PUSH_VARIANTS],
+        help="push variants to measure (comma-separated; the report needs them all)",
+    )
     parser.add_argument("--push-sweep-n", type=int, default=2000, help="items per sweep point")
     parser.add_argument("--pull-n", type=int, default=20_000, help="items of the base sync")
     parser.add_argument("--pull-runs", type=int, default=3, help="measured rounds of base sync")
@@ -968,8 +986,13 @@ def main() -> None:
             if args.push_n < 10_000
             else ""
         ),
-        "rows": rows(push, pull, args),
-        "notes": [*push_notes(push, sweep, args.push_n), *pull_notes(pull, args.pull_n)],
+        # A run of some push variants (--push-variants) is for exploring: no report.
+        "rows": rows(push, pull, args) if len(push) == len(PUSH_VARIANTS) else [],
+        "notes": (
+            [*push_notes(push, sweep, args.push_n), *pull_notes(pull, args.pull_n)]
+            if len(push) == len(PUSH_VARIANTS)
+            else []
+        ),
         "push_runs": push,
         "push_sweep": sweep,
         "pull_runs": pull,

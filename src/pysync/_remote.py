@@ -8,6 +8,7 @@ exceptions: retryable ones (network, 5xx, throttling) apart from permanent ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,16 @@ _RETRYABLE = {
     "TransactionInProgressException",
     "LimitExceededException",
 }
+
+
+TARGET_PREFIX = "DynamoDB_20120810."
+#: The pysync proxy's batch of single-item calls (``pysync.server._batch``).
+BATCH_TARGET = "Pysync_20261205.Batch"
+#: Calls per batch request, and their JSON bytes (the proxy takes 100 and 4 MiB).
+BATCH_CALLS = 100
+BATCH_BYTES = 1024 * 1024
+#: The operations a batch carries: each touches one item.
+BATCHABLE = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem"})
 
 
 class RemoteError(PysyncError):
@@ -76,6 +87,7 @@ class HttpRemote:
         self.url = url
         self._token = token_function(token)
         self._send = send or _default_send()
+        self._batches = True
 
     async def close(self) -> None:
         """Release the connection pool (CPython); nothing to do in the page."""
@@ -84,26 +96,108 @@ class HttpRemote:
             await close()
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._post(TARGET_PREFIX + operation, json.dumps(payload).encode())
+
+    async def call_many(
+        self, calls: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        """Send single-item calls (``GetItem``, ``PutItem``, ``UpdateItem``,
+        ``DeleteItem``) in as few requests as the proxy's batch takes; each call's
+        response, or its error, in order.
+
+        Each call is still its own DynamoDB request with its own outcome. A proxy
+        without batches (an older one) is sent the calls one by one from then on;
+        a batch refused as a whole for its content is sent again one call at a time,
+        so that each call gets its own verdict.
+        """
+        if not self._batches:
+            return await call_each(self.call, calls)
+        bodies = [(op, json.dumps(payload).encode()) for op, payload in calls]
+        groups: list[list[int]] = [[]]
+        size = 0
+        for i, (_, body) in enumerate(bodies):
+            if groups[-1] and (len(groups[-1]) == BATCH_CALLS or size + len(body) > BATCH_BYTES):
+                groups.append([])
+                size = 0
+            groups[-1].append(i)
+            size += len(body)
+        results: list[dict[str, Any] | RemoteError] = [{} for _ in calls]
+        sends = (self._batch([calls[i] for i in g], [bodies[i] for i in g]) for g in groups)
+        answers = await asyncio.gather(*sends)
+        for group, answer in zip(groups, answers, strict=True):
+            for i, result in zip(group, answer, strict=True):
+                results[i] = result
+        return results
+
+    async def _batch(
+        self, calls: list[tuple[str, dict[str, Any]]], bodies: list[tuple[str, bytes]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        if len(calls) == 1:
+            return await call_each(self.call, calls)
+        body = b'{"Calls":[%s]}' % b",".join(
+            b'{"Operation":"%s","Request":%s}' % (op.encode(), raw) for op, raw in bodies
+        )
+        try:
+            document = await self._post(BATCH_TARGET, body)
+            responses = document["Responses"]
+            if not isinstance(responses, list) or len(responses) != len(calls):
+                raise ValueError("a batch answered with another number of responses")
+            return [_result(int(r["Status"]), r["Body"]) for r in responses]
+        except RemoteError as error:
+            if error.code == "UnknownOperationException":
+                self._batches = False  # a proxy from before batches
+            elif error.retryable or error.status == 401:
+                return [error] * len(calls)  # about the request, not about its calls
+            return await call_each(self.call, calls)
+        except (KeyError, TypeError, ValueError) as error:  # not the proxy's batch answer
+            lost = RemoteError("BadBatchReply", repr(error), 502, {})
+            return [lost] * len(calls)
+
+    async def _post(self, target: str, body: bytes) -> dict[str, Any]:
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
-            "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+            "X-Amz-Target": target,
             "Authorization": f"Bearer {self._token()}",
         }
         try:
-            status, body = await self._send(self.url, headers, json.dumps(payload).encode())
+            status, answer = await self._send(self.url, headers, body)
         except RemoteError:
             raise
         except Exception as error:  # the network: offline, reset, CORS, DNS …
             raise RemoteError("NetworkError", repr(error), 0, {}) from error
         try:
-            document = json.loads(body) if body else {}
+            document = json.loads(answer) if answer else {}
         except ValueError:
-            document = {"message": body[:200].decode(errors="replace")}
-        if status == 200:
-            return document
-        kind = str(document.get("__type", "UnknownError")).rsplit("#", 1)[-1]
-        message = str(document.get("message") or document.get("Message") or "")
-        raise RemoteError(kind, message, status, document)
+            document = {"message": answer[:200].decode(errors="replace")}
+        result = _result(status, document)
+        if isinstance(result, RemoteError):
+            raise result
+        return result
+
+
+def _result(status: int, body: Any) -> dict[str, Any] | RemoteError:
+    """A call's response, or the RemoteError its status and error document say."""
+    document: dict[str, Any] = body if isinstance(body, dict) else {"message": str(body)[:200]}
+    if status == 200:
+        return document
+    kind = str(document.get("__type", "UnknownError")).rsplit("#", 1)[-1]
+    message = str(document.get("message") or document.get("Message") or "")
+    return RemoteError(kind, message, status, document)
+
+
+async def call_each(
+    call: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]],
+    calls: list[tuple[str, dict[str, Any]]],
+) -> list[dict[str, Any] | RemoteError]:
+    """``call`` each of ``calls`` concurrently; each one's response or RemoteError."""
+
+    async def one(operation: str, payload: dict[str, Any]) -> dict[str, Any] | RemoteError:
+        try:
+            return await call(operation, payload)
+        except RemoteError as error:
+            return error
+
+    return list(await asyncio.gather(*(one(op, payload) for op, payload in calls)))
 
 
 def _default_send() -> Send:

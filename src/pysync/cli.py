@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--audience", help="required token audience (aud)")
     serve.add_argument("--issuer", help="required token issuer (iss)")
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
-    serve.add_argument("--rate-limit", type=float, help="requests per second per token subject")
+    serve.add_argument(
+        "--rate-limit", type=float, help="DynamoDB calls per second per token subject"
+    )
     serve.add_argument("--rate-burst", type=int, help="burst size of the rate limit")
     serve.add_argument(
         "--dev",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._merge import Strategy
-from .._remote import Remote, RemoteError, token_function
+from .._remote import BATCH_CALLS, Remote, RemoteError, token_function
 from .._replica import Replica, Status
 from .._schema import check_name
 from ._feed import RealtimeFeed
@@ -36,9 +36,12 @@ class Sync:
     logical clock, the default), ``"server"``, ``"client"`` or a callback
     ``(base, local, remote) -> merged``; ``strategies`` overrides it per collection.
     By default each change goes out as one plain conditional write
-    (``PutItem``/``UpdateItem``, billed one write unit per KB), up to
-    ``push_concurrency`` requests at a time (browsers open at most 6 HTTP/1.1
-    connections per origin; the rest queue in the browser). ``pack_size`` > 1
+    (``PutItem``/``UpdateItem``, billed one write unit per KB); with the pysync
+    proxy (``HttpRemote``) up to ``push_batch`` of them travel in one HTTP request,
+    the proxy sending each to DynamoDB as its own write (a browser's cost is per
+    request: 1 sends each change alone), up to ``push_concurrency`` requests at a
+    time (browsers open at most 6 HTTP/1.1 connections per origin; the rest
+    queue in the browser). ``pack_size`` > 1
     sends independent changes in packs of that many per ``TransactWriteItems``:
     fewer, larger requests, but DynamoDB bills transactional writes twice. A
     local :meth:`~pysync.Replica.transaction` always goes as one
@@ -64,9 +67,12 @@ class Sync:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         pack_size: int = 1,
         push_concurrency: int = 8,
+        push_batch: int = 50,
     ) -> None:
         if not 1 <= pack_size <= 100:  # DynamoDB's TransactWriteItems takes 100 items
             raise ValueError(f"pack_size must be from 1 to 100, not {pack_size}")
+        if not 1 <= push_batch <= BATCH_CALLS:
+            raise ValueError(f"push_batch must be from 1 to {BATCH_CALLS}, not {push_batch}")
         if push_concurrency < 1:
             raise ValueError(f"push_concurrency must be at least 1, not {push_concurrency}")
         self.replica = replica
@@ -86,6 +92,7 @@ class Sync:
             sleep,
             pack=pack_size,
             concurrency=push_concurrency,
+            batch=push_batch,
         )
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()

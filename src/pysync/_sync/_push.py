@@ -20,9 +20,11 @@ Invariants:
 * A permanent refusal moves the entry to ``rejected``; the others go on.
 
 By default every change is one plain conditional write (``PutItem`` or
-``UpdateItem``: one write capacity unit per KB), ``concurrency`` of them in flight;
+``UpdateItem``: one write capacity unit per KB); the writes started together
+travel in batches of up to ``batch`` per HTTP request (the proxy sends each to
+DynamoDB as its own request: ``_batcher``), ``concurrency`` requests in flight.
 ``pack`` > 1 sends independent changes in ``TransactWriteItems`` packs instead
-(fewer requests, twice the write capacity). Rounds overlap: the next round is read
+(fewer DynamoDB requests, twice the write capacity). Rounds overlap: the next round is read
 and marked in flight, and the last one acknowledged, while requests are out.
 """
 
@@ -43,6 +45,8 @@ from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, r
 from .._remote import Remote, RemoteError
 from .._schema import CONFLICTS, META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
+from .._store import Request as StoreRequest
+from ._batcher import Batcher
 from ._items import State, base_state_of, document_of, sort_key, state_of, tomb_key
 
 if TYPE_CHECKING:
@@ -142,7 +146,7 @@ _TRANSACTION_LEVEL = frozenset({"ReturnValues", "ReturnConsumedCapacity"})
 
 #: Rounds (each up to ``window`` changes) out at once: one in flight while the
 #: next is read and marked, so requests never wait for IndexedDB.
-ROUNDS_AHEAD = 2
+ROUNDS_AHEAD = 3
 #: Outbox entries read (and decoded) per store transaction when choosing what to send.
 READ_SLICE = 100
 
@@ -164,6 +168,7 @@ class Pusher:
         window: int = 200,
         pack: int = 1,
         concurrency: int = 8,
+        batch: int = 50,
     ) -> None:
         self.replica = replica
         self.remote = remote
@@ -177,14 +182,15 @@ class Pusher:
         self.window = window
         self.pack = pack
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        self.batch = batch
+        self._remote = Batcher(remote, batch, concurrency)
 
     async def push(self, progress: Callable[[int, int], None] | None = None) -> PushReport:
         """Push every pushable entry; raises RemoteError when the network stays down."""
         report = PushReport()
         total = self.replica.status.pending
         since: int | None = None
-        self._slots = asyncio.Semaphore(self.concurrency)  # of this push's event loop
+        self._remote = Batcher(self.remote, self.batch, self.concurrency)  # of this event loop
         # Rounds sent and not yet acknowledged: their entries (by ``n``) and their task.
         rounds: list[tuple[set[int], asyncio.Future[None]]] = []
         try:
@@ -536,9 +542,8 @@ class Pusher:
         )
 
     async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """``remote.call``, at most ``concurrency`` of them out at once."""
-        async with self._slots:
-            return await self.remote.call(operation, payload)
+        """``remote.call``, in a batch with the calls started at the same time."""
+        return await self._remote.call(operation, payload)
 
     async def _send(self, batch: list[Entry], request: Request, report: PushReport) -> list[Ack]:
         """Send ``request``; the server document and version each entry produced."""
@@ -609,11 +614,26 @@ class Pusher:
         return stored
 
     async def _update_entries(self, batch: list[Entry], change: Callable[[Entry], Entry]) -> None:
-        """Rewrite the batch's entries still in the outbox (one read, one write request)."""
+        """Rewrite the batch's entries still in the outbox.
+
+        Entries are numbered in order, so a round's are close together: one read of
+        their range (when it holds at most twice as many) costs one request instead
+        of one per entry.
+        """
+        numbers = sorted(entry["n"] for entry in batch)
+        wanted = set(numbers)
 
         def body(tx: Transaction) -> None:
-            tx.get_many(OUTBOX, [entry["n"] for entry in batch]).then(
-                lambda found: tx.put_many(OUTBOX, [change(e) for e in found if e is not None])
+            found: StoreRequest[list[Entry | None]]
+            if numbers[-1] - numbers[0] < 2 * len(numbers):
+                span = KeyRange.bound(numbers[0], numbers[-1])
+                found = tx.query(OUTBOX, range=span).map(list)
+            else:
+                found = tx.get_many(OUTBOX, numbers)
+            found.then(
+                lambda entries: tx.put_many(
+                    OUTBOX, [change(e) for e in entries if e is not None and e["n"] in wanted]
+                )
             )
 
         await self.replica.store.run(OUTBOX, "readwrite", body)

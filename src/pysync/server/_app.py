@@ -37,13 +37,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ._auth import TokenVerifier
+from ._auth import Principal, TokenVerifier
+from ._batch import BATCH_TARGET, batch_calls, batch_reply, error_reply
+from ._batch import CONCURRENCY as BATCH_CONCURRENCY
 from ._changelog import Changelog
 from ._config import ProxyConfig
 from ._devtokens import DEV_TOKEN_PATH, DevTokens
 from ._dynamo import DynamoDBAPI
 from ._errors import ClientDisconnected, ProxyError, SerializationError, Throttled, ValidationError
-from ._forward import Forwarder
+from ._forward import Forwarder, UpstreamResponse
 from ._limits import HeaderLimits, Limits
 from ._numbers import check_attribute_numbers, json_float, json_int
 from ._policy import Policy, user_request_token
@@ -257,27 +259,16 @@ class DynamoDBEndpoint:
             wait = self.limiter.acquire(principal.subject)
             if wait:
                 raise Throttled(wait)
-            operation = self.operation(request.headers.get("x-amz-target"))
+            target = request.headers.get("x-amz-target")
+            operation = "Batch" if target == BATCH_TARGET else self.operation(target)
             log["op"] = operation
             content_type = request.headers.get("content-type", "")
             if content_type.partition(";")[0].strip().lower() != JSON_CONTENT_TYPE:
                 raise SerializationError(f"Content-Type must be {JSON_CONTENT_TYPE}")
             document, body = parse_body(await self.read_body(request))
-            access = self.policy.check(operation, document, principal.scopes)
-            if operation == "TransactWriteItems" and "ClientRequestToken" in document:
-                # All users share the proxy's AWS identity: a token of one user must
-                # not meet another user's transaction (see user_request_token).
-                document["ClientRequestToken"] = user_request_token(
-                    principal.subject, document["ClientRequestToken"]
-                )
-                body = canonical_body(document)
-            log["tables"] = sorted(access.tables)
-            log["scopes"] = sorted(access.scopes)
-            credentials = await self.signer.frozen_credentials()
-            forwarder = self.forwarder
-            assert forwarder is not None, "the app's lifespan has not started"
-            headers = self.signer.sign(forwarder.url, body, TARGET_PREFIX + operation, credentials)
-            upstream = await forwarder.send(body, headers)
+            if operation == "Batch":
+                return await self._batch(principal, batch_calls(document), log)
+            upstream = await self._forward(principal, operation, document, body, log)
         except ClientDisconnected as error:
             # No fault of the server's, so no traceback: the client hung up mid-body.
             logger.info("client disconnected before the end of its %s request", log.get("op"))
@@ -287,18 +278,79 @@ class DynamoDBEndpoint:
             log["error"] = error.error_type
             return _error_response(error)
         except Exception:
-            # A bug, or a failure such as an expired role that cannot be refreshed:
-            # the browser gets DynamoDB's retryable 500 shape, the log gets the details.
-            logger.exception("unexpected error in %s", log.get("op", "request"))
             log["error"] = "InternalServerError"
-            return _error_response(
-                ProxyError(500, "InternalServerError", "internal error in the pysync proxy")
-            )
+            return _error_response(_internal_error(log.get("op")))
         if "x-amzn-requestid" in upstream.headers:
             log["request_id"] = upstream.headers["x-amzn-requestid"]
+        return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)
+
+    async def _forward(
+        self,
+        principal: Principal,
+        operation: str,
+        document: dict[str, Any],
+        body: bytes | None,
+        log: dict[str, Any],
+    ) -> UpstreamResponse:
+        """Check one call against the policy, sign it and send it to DynamoDB.
+
+        ``body`` is ``document``'s canonical bytes (``None``: not made yet).
+        """
+        access = self.policy.check(operation, document, principal.scopes)
+        if operation == "TransactWriteItems" and "ClientRequestToken" in document:
+            # All users share the proxy's AWS identity: a token of one user must
+            # not meet another user's transaction (see user_request_token).
+            document["ClientRequestToken"] = user_request_token(
+                principal.subject, document["ClientRequestToken"]
+            )
+            body = None
+        if body is None:
+            body = canonical_body(document)
+        log["tables"] = sorted(access.tables.union(log.get("tables", ())))
+        log["scopes"] = sorted(access.scopes.union(log.get("scopes", ())))
+        credentials = await self.signer.frozen_credentials()
+        forwarder = self.forwarder
+        assert forwarder is not None, "the app's lifespan has not started"
+        headers = self.signer.sign(forwarder.url, body, TARGET_PREFIX + operation, credentials)
+        upstream = await forwarder.send(body, headers)
         if upstream.status == 200 and operation in _WRITES and self.written is not None:
             self.written()
-        return Response(upstream.body, status_code=upstream.status, headers=upstream.headers)
+        return upstream
+
+    async def _batch(
+        self, principal: Principal, calls: list[tuple[str, dict[str, Any]]], log: dict[str, Any]
+    ) -> Response:
+        """Answer a batch (``_batch``): each call checked, sent and answered on its own."""
+        log["calls"] = len(calls)
+        # The request's own token pays for the first call.
+        paid = 1 + self.limiter.take(principal.subject, len(calls) - 1)
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(index: int, operation: str, document: dict[str, Any]) -> tuple[int, bytes]:
+            if index >= paid:
+                return error_reply(Throttled(self.limiter.wait(principal.subject)))
+            try:
+                async with slots:
+                    upstream = await self._forward(principal, operation, document, None, log)
+            except ProxyError as error:
+                return error_reply(error)
+            except Exception:
+                return error_reply(_internal_error(f"batched {operation}"))
+            return upstream.status, upstream.body
+
+        replies = await asyncio.gather(*(one(i, *call) for i, call in enumerate(calls)))
+        log["statuses"] = sorted({status for status, _ in replies})
+        return Response(batch_reply(replies), media_type=JSON_CONTENT_TYPE)
+
+
+def _internal_error(what: object) -> ProxyError:
+    """Log the exception being handled; DynamoDB's retryable 500 shape for the browser.
+
+    A bug, or a failure such as an expired role that cannot be refreshed: the log
+    gets the details, the browser none.
+    """
+    logger.exception("unexpected error in %s", what or "request")
+    return ProxyError(500, "InternalServerError", "internal error in the pysync proxy")
 
 
 @dataclass

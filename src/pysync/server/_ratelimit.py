@@ -32,16 +32,24 @@ class RateLimiter:
 
     def acquire(self, key: str) -> float:
         """Take one token; return 0.0 if allowed, else the seconds until one is available."""
+        return 0.0 if self.take(key, 1) else self.wait(key)
+
+    def take(self, key: str, wanted: int) -> int:
+        """Take up to ``wanted`` whole tokens; return how many were taken."""
         now = self._clock()
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+        taken = min(wanted, int(tokens))
         if len(self._buckets) >= self._max_keys and key not in self._buckets:
             self._evict_full(now)
-        self._buckets[key] = (tokens - 1.0, now)
-        return 0.0
+        self._buckets[key] = (tokens - taken, now)
+        return taken
+
+    def wait(self, key: str) -> float:
+        """The seconds until ``key`` has a token (0.0 if it has one now)."""
+        tokens, last = self._buckets.get(key, (self.burst, self._clock()))
+        tokens = min(self.burst, tokens + (self._clock() - last) * self.rate)
+        return max(0.0, (1.0 - tokens) / self.rate)
 
     def _evict_full(self, now: float) -> None:
         # Buckets that have refilled completely carry no state: drop them.

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
-from .._remote import RemoteError
+from .._remote import RemoteError, call_each
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
@@ -736,6 +736,13 @@ class _Faults:
         if self._take("lose", operation, payload) is not None:
             raise _lost()
         return result
+
+    async def call_many(
+        self, calls: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        """Answer single-item calls together, each as :meth:`call` would (its own
+        faults and outcome), as the pysync proxy answers a batch."""
+        return await call_each(self.call, calls)
 
     async def _inner(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
