@@ -146,7 +146,7 @@ _TRANSACTION_LEVEL = frozenset({"ReturnValues", "ReturnConsumedCapacity"})
 
 #: Rounds (each up to ``window`` changes) out at once: one in flight while the
 #: next is read and marked, so requests never wait for IndexedDB.
-ROUNDS_AHEAD = 3
+ROUNDS_AHEAD = 2
 #: Outbox entries read (and decoded) per store transaction when choosing what to send.
 READ_SLICE = 100
 
