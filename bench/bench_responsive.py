@@ -3,10 +3,12 @@
 Run: ``.venv/bin/python bench/bench_responsive.py [--base-n 20000] [--push-n 10000] ...``
 (or ``bench/run_all.py --only responsive``). Results go to bench/results/responsive.json.
 
-One run starts DynamoDB Local (in memory) with two tables, and a pysync proxy for
-each (``create_app(ProxyConfig(...))``, uvicorn in a thread, as bench/bench_sync.py
-does): ``bench_resp`` without the stream consumer (the push and the local
-transactions: nothing else runs while they are measured) and ``bench_resp_log``
+One run starts two DynamoDB Locals (in memory), one table in each, and a pysync
+proxy for each (``create_app(ProxyConfig(...))``, uvicorn in a thread, as
+bench/bench_sync.py does): ``bench_resp`` without the stream consumer (the push and
+the local transactions: nothing else runs while they are measured; an emulator of
+its own, as DynamoDB Local's stream reads of the other table's large stream slow the
+whole emulator down) and ``bench_resp_log``
 with it (``consumer=True``, as ``pysync serve``/``dev`` run it), for the base sync,
 the pull of changelog entries and the memory rounds; the benchmark waits until the
 consumer has appended every change (the changelog head) before it measures.
@@ -1265,12 +1267,18 @@ def machine_info(page: Page) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with DynamoDBLocal() as database:
-        botocore_client = dynamodb_client(
-            ProxyConfig(dynamodb_endpoint=database.endpoint), local_session()
-        )
-        for table in (TABLE_PUSH, TABLE_LOG):
-            create_tables(botocore_client, table)
+    # The push gets a DynamoDB Local of its own: DynamoDB Local's stream reads slow the
+    # whole emulator down as a stream grows (with the base's 20,000 records in the
+    # other table's stream, the consumer's polling held the push to ~25 items/s),
+    # where DynamoDB's tables do not share a machine.
+    with DynamoDBLocal() as database, DynamoDBLocal() as push_database:
+        for endpoint, table in (
+            (push_database.endpoint, TABLE_PUSH),
+            (database.endpoint, TABLE_LOG),
+        ):
+            create_tables(
+                dynamodb_client(ProxyConfig(dynamodb_endpoint=endpoint), local_session()), table
+            )
         client = boto3_client(database.endpoint)
         async with browser_pages() as new_page:
             page = await new_page()
@@ -1283,7 +1291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "as it is now (run scripts/build_dist.py)"
                 )
             with (
-                proxy(database.endpoint, page.origin, TABLE_PUSH, False) as push_url,
+                proxy(push_database.endpoint, page.origin, TABLE_PUSH, False) as push_url,
                 proxy(database.endpoint, page.origin, TABLE_LOG, True) as log_url,
             ):
                 bench = Bench(args, client, {TABLE_PUSH: push_url, TABLE_LOG: log_url})
@@ -1340,9 +1348,11 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 
 def method(a: argparse.Namespace) -> str:
     return (
-        "One Chromium page with Pyodide and the pysync wheel; DynamoDB Local in memory with "
-        "two pysync proxies in threads of the benchmark process (one running the stream "
-        "consumer, for the base sync and the pull; one without, for the push); public API only. "
+        "One Chromium page with Pyodide and the pysync wheel; two DynamoDB Locals in memory "
+        "with a pysync proxy each, in threads of the benchmark process (one running the stream "
+        "consumer, for the base sync and the pull; one without, for the push: an emulator of "
+        "its own, as DynamoDB Local's reads of a large stream slow the whole emulator down, "
+        "which held the push to ~25 items/s when they shared one); public API only. "
         f"Operations: a base sync of {a.base_n:,} items (loaded with boto3 BatchWriteItem, fresh "
         f"replica, `Sync.pull()`), a push of {a.push_n:,} pending changes (`Sync.push()`), a pull "
         f"of {a.pull_n:,} changelog entries (a base-synced replica; {a.pull_n:,} updates written "
