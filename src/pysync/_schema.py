@@ -126,12 +126,23 @@ def index_range(range: KeyRange | None) -> KeyRange | None:
 
 def with_index_keys(spec: CollectionSpec, record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with its ``_ix`` field recomputed from its document fields."""
+    return set_index_keys(spec, dict(record))
+
+
+def set_index_keys(spec: CollectionSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """Recompute the ``_ix`` field of ``record`` in place (a dict its caller just made,
+    which saves a copy per record in a base sync); return ``record``."""
     keys = {}
     for index in spec.indexes:
-        value = extract_key(record, index.key_path)
+        path = index.key_path
+        # A field name, the usual key path, is one lookup (what extract_key makes of it).
+        if type(path) is str and "." not in path:
+            value = record.get(path)
+        else:
+            value = extract_key(record, path)
         if value is not None:
             keys[index.name] = index_value(value)
-    out = {k: v for k, v in record.items() if k != INDEX_FIELD}
+    record.pop(INDEX_FIELD, None)
     if keys:
-        out[INDEX_FIELD] = keys
-    return out
+        record[INDEX_FIELD] = keys
+    return record

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._documents import Key
 from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
-from .._schema import META, with_index_keys
+from .._schema import META, set_index_keys
 from .._store import KeyRange, Request, Transaction, Writes
 from ._items import (
     State,
@@ -62,7 +62,7 @@ QUIET_MS = 10 * 60 * 1000
 SCAN = 250
 
 
-@dataclass
+@dataclass(slots=True)
 class _Change:
     collection: str
     key: Key
@@ -326,10 +326,10 @@ class Puller:
         ``observe=False`` leaves the clock to the caller; ``unmark`` drops the
         stale marks of the records it applies.
         """
-        known = [c for c in changes if c.collection in self.replica.schema.collections]
+        specs = self.replica.schema.collections
+        known = [c for c in changes if c.collection in specs]
         tomb_range = KeyRange.bound(self.tomb_prefix, self.tomb_prefix + "\uffff")
         collections = sorted({c.collection for c in known})
-        schema = self.replica.schema
 
         def set_cursor(tx: Transaction) -> None:
             if cursor is not None:
@@ -384,9 +384,9 @@ class Puller:
                         writes.delete(change.collection, change.key)
                         current[target] = None
                     else:
-                        spec = schema.collections[change.collection]
                         system = {"_v": change.version, "_m": change.mid, "_seq": change.seq}
-                        new = with_index_keys(spec, {**change.doc, **system})
+                        # A dict of its own: its index keys are set in place, not copied.
+                        new = set_index_keys(specs[change.collection], {**change.doc, **system})
                         writes.put(change.collection, new)
                         current[target] = new
                     report.applied += 1
@@ -414,8 +414,8 @@ class Puller:
 
         await self.replica.store.run([*collections, OUTBOX, META], "readwrite", body)
         self.replica._changed(collections)
-        latest = max((c.hlc for c in known), default="")
-        if latest and observe:
+        latest = max((c.hlc for c in known), default="") if observe else ""
+        if latest:
             await self.replica.observe(latest)
 
     async def base_sync(
