@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from .._errors import (
@@ -137,6 +137,16 @@ class Transaction(ABC):
             raise DataError(f"offset must be a non-negative int, not {offset!r}")
         return self._query(store, index, _check_range(range), limit, offset, reverse)
 
+    def keys(
+        self, store: str, *, range: KeyRange | None = None, limit: int | None = None
+    ) -> Request[list[Any]]:
+        """The primary keys of ``store`` within ``range``, in key order, at most ``limit``
+        (the records themselves are not read: cheaper over a big store)."""
+        self._check(store, write=False)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise DataError(f"limit must be a non-negative int or None, not {limit!r}")
+        return self._keys(store, _check_range(range), limit)
+
     def lookup(self, store: str, index: str, keys: Iterable[Any]) -> Request[list[list[Record]]]:
         """For each key, every record whose ``index`` key equals it (in index order)."""
         self._check(store, write=False).index(index)
@@ -200,6 +210,11 @@ class Transaction(ABC):
         offset: int,
         reverse: bool,
     ) -> Request[list[Record]]: ...
+
+    @abstractmethod
+    def _keys(
+        self, store: str, range: KeyRange | None, limit: int | None
+    ) -> Request[list[Any]]: ...
 
     @abstractmethod
     def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]: ...
@@ -363,17 +378,47 @@ class Database(ABC):
         a transaction of its own (a short task over a big store; records may change
         between slices); at most ``limit`` in all."""
         spec = self.schema.store(store)
-        after: KeyRange | None = None
-        read = 0
-        while limit is None or read < limit:
-            want = size if limit is None else min(size, limit - read)
+
+        async def read(after: KeyRange | None, want: int) -> tuple[list[Record], Any]:
             records = await self.query(store, range=after, limit=want)
-            if records:
-                yield records
-            read += len(records)
-            if len(records) < want:
-                return
-            after = KeyRange.at_least(primary_key(spec, records[-1]), open=True)
+            return records, primary_key(spec, records[-1]) if records else None
+
+        async for records in _slices(read, size, limit):
+            yield records
+
+    async def key_slices(self, store: str, size: int) -> AsyncIterator[list[Any]]:
+        """The primary keys of ``store`` in key order, ``size`` at a time, as
+        :meth:`slices` reads its records (only the keys are read)."""
+
+        async def read(after: KeyRange | None, want: int) -> tuple[list[Any], Any]:
+            read = await self.run(
+                store, "readonly", lambda tx: tx.keys(store, range=after, limit=want)
+            )
+            keys = read.result
+            return keys, keys[-1] if keys else None
+
+        async for keys in _slices(read, size, None):
+            yield keys
+
+
+async def _slices(
+    read: Callable[[KeyRange | None, int], Awaitable[tuple[list[T], Any]]],
+    size: int,
+    limit: int | None,
+) -> AsyncIterator[list[T]]:
+    """Slices of up to ``size`` from ``read(after, want)`` (the slice and its last key),
+    each starting after the last key of the one before; at most ``limit`` in all."""
+    after: KeyRange | None = None
+    done = 0
+    while limit is None or done < limit:
+        want = size if limit is None else min(size, limit - done)
+        found, last = await read(after, want)
+        if found:
+            yield found
+        done += len(found)
+        if len(found) < want:
+            return
+        after = KeyRange.at_least(last, open=True)
 
 
 async def _settle(tx: Transaction) -> None:

@@ -113,6 +113,15 @@
             source = store;
             break;
           }
+          case "keys":
+            source = store;
+            // getAllKeys takes a count of 0 as "no limit".
+            if (op[3] === 0) out.push([]);
+            else {
+              out.push(undefined);
+              expect(store.getAllKeys(this.range(op[2]), op[3] ?? undefined), out.length - 1);
+            }
+            break;
           case "count":
             source = op[2] == null ? store : store.index(op[2]);
             out.push(undefined);

@@ -129,6 +129,19 @@ def _maybe_records(value: list[Any]) -> list[Record | None]:
     return [_codec.decode(r) if isinstance(r, dict) else None for r in value]
 
 
+def _primary_keys(value: list[Any]) -> list[Any]:
+    return [_key(key) for key in value]
+
+
+def _key(value: Any) -> Any:
+    """A primary key as Python holds it: arrays as tuples, binary keys as bytes."""
+    if isinstance(value, list):
+        return tuple(_key(part) for part in value)
+    if isinstance(value, (memoryview, bytearray)):
+        return bytes(value)
+    return value
+
+
 def _groups(value: list[list[Any]]) -> list[list[Record]]:
     return [[_codec.decode(r) for r in group] for group in value]
 
@@ -269,6 +282,9 @@ class IndexedDBTransaction(Transaction):
         reverse: bool,
     ) -> Request[list[Record]]:
         return self._read(["query", store, index, _range(range), reverse, offset, limit], _records)
+
+    def _keys(self, store: str, range: KeyRange | None, limit: int | None) -> Request[list[Any]]:
+        return self._read(["keys", store, _range(range), limit], _primary_keys)
 
     def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]:
         return self._read(["lookup", store, index, keys], _groups)

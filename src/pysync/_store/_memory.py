@@ -24,7 +24,7 @@ from .._errors import (
 )
 from . import _codec
 from ._base import Database, Mode, Record, Request, Transaction
-from ._keys import SortKey, index_keys, order_of
+from ._keys import SortKey, check_key, index_keys, order_of
 from ._schema import Index, KeyRange, Schema, StoreSchema, extract_key
 
 # primary sort key -> (primary key, encoded record)
@@ -165,6 +165,18 @@ class MemoryTransaction(Transaction):
                 matches.reverse()
             end = None if limit is None else offset + limit
             request.resolve([_read(record) for record in matches[offset:end]])
+
+        self._queue.append(run)
+        return request
+
+    def _keys(self, store: str, range: KeyRange | None, limit: int | None) -> Request[list[Any]]:
+        request: Request[list[Any]] = Request()
+
+        def run() -> None:
+            rows = self._rows[store]
+            # As IndexedDB gives them: arrays as tuples.
+            keys = [check_key(rows[order][0]) for order in sorted(rows) if _in_range(order, range)]
+            request.resolve(keys[:limit])
 
         self._queue.append(run)
         return request

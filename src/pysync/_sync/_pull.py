@@ -484,11 +484,12 @@ class Puller:
         """Delete local records the server no longer has (unless edits are pending)."""
         doomed: list[_Change] = []
         for collection in self.replica.schema.collections:
-            # In key-ordered slices: no long task over a big store.
-            async for records in self.replica.store.slices(collection, SCAN):
-                for record in records:
-                    if (collection, record["id"]) not in seen:
-                        doomed.append(_Change(collection, record["id"], head, None, None))
+            # Only the keys (decoding every record cost a tenth of a base sync), in
+            # key-ordered slices: no long task over a big store.
+            async for keys in self.replica.store.key_slices(collection, SCAN):
+                for key in keys:
+                    if (collection, key) not in seen:
+                        doomed.append(_Change(collection, key, head, None, None))
         await self.apply(doomed, report, cursor=head, force=True)
 
 

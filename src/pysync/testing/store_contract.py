@@ -254,6 +254,32 @@ async def primary_key_ranges_limit_offset_reverse(factory: StoreFactory) -> None
 
 
 @check
+async def keys_without_records(factory: StoreFactory) -> None:
+    """``keys`` gives the primary keys in key order, within a range, up to a limit,
+    of every kind; ``key_slices`` walks them all once, in order."""
+    async with _Opened(factory) as db:
+        ids: list[Any] = [f"k{i:02}" for i in range(20)]
+        await db.put_many("items", [{"id": k} for k in ids])
+
+        def keys(**options: Any) -> Callable[[Transaction], Any]:
+            return lambda tx: tx.keys("items", **options)
+
+        assert (await db.run("items", "readonly", keys())).result == ids
+        between = KeyRange.bound("k05", "k08", lower_open=True)
+        assert (await db.run("items", "readonly", keys(range=between))).result == ids[6:9]
+        assert (await db.run("items", "readonly", keys(limit=3))).result == ids[:3]
+        assert (await db.run("items", "readonly", keys(limit=0))).result == []
+        await _raises(errors.DataError, db.run("items", "readonly", keys(limit=-1)))
+        odd: list[Any] = [0, 2.5, (1, "a"), b"\x00", "z"]
+        await db.put_many("items", [{"id": k} for k in odd])
+        everything = (await db.run("items", "readonly", keys())).result
+        _same(everything, [0, 2.5, *ids, "z", b"\x00", (1, "a")], "keys of every kind")
+        walked = [key async for chunk in db.key_slices("items", 7) for key in chunk]
+        _same(walked, everything, "key_slices")
+        assert [len(chunk) async for chunk in db.key_slices("items", 5)] == [5, 5, 5, 5, 5]
+
+
+@check
 async def index_queries(factory: StoreFactory) -> None:
     async with _Opened(factory) as db:
         await db.put_many(
