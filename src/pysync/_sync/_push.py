@@ -31,6 +31,7 @@ and marked in flight, and the last one acknowledged, while requests are out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._documents import Key, new_id
+from .._errors import StoreError
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, replay
@@ -221,8 +223,13 @@ class Pusher:
                 task.cancel()
             raise
         except Exception:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # Cancelled while a round ended in an error: the others go too.
+                for _, out in rounds:
+                    out.cancel()
             # A failed round (the network stays down): the others finish first.
-            await asyncio.gather(*(task for _, task in rounds), return_exceptions=True)
+            await asyncio.gather(*(out for _, out in rounds), return_exceptions=True)
             raise
 
     async def _round(self, batches: list[list[Entry]], report: PushReport) -> None:
@@ -230,8 +237,18 @@ class Pusher:
         acks: list[Ack] = []
         try:
             await _all(self._push_batch(batch, report, acks) for batch in batches)
-        finally:
+        except asyncio.CancelledError:
+            # Cancelled (the tab closes, the app stops the push): what landed is stored if
+            # the store still takes it, else it stays in flight and the next push settles
+            # it. A closed store must not turn the cancellation into an error: the push
+            # would then wait for its other rounds instead of ending.
+            with contextlib.suppress(StoreError):
+                await self._acked(acks)
+            raise
+        except BaseException:
             await self._acked(acks)
+            raise
+        await self._acked(acks)
 
     async def _next(self, busy: set[int] | frozenset[int] = frozenset()) -> list[list[Entry]]:
         """The next entries to send together, oldest first, besides those in ``busy``
