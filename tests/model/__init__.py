@@ -5,7 +5,9 @@
 * :mod:`.device`: the :class:`~.device.Device` interface a runner drives (plain
   dicts in and out, so a Chromium page can stand behind it) and
   :class:`~.device.PyDevice`, a CPython replica on ``pysync.testing.MemoryBrowser``
-  with its network faults in a :class:`~.device.FaultyRemote`.
+  with its network faults in a :class:`~.device.FaultyRemote` (single calls, and
+  the batches of calls the push sends through ``call_many``: to ``MemoryDynamo``,
+  or to the proxy's ``Pysync_20261205.Batch`` over HTTP).
 * :mod:`.memory` and :mod:`.stack`: the worlds: one ``MemoryDynamo``, or DynamoDB
   Local + the proxy over HTTP + the stream consumer + boto3.
 * :mod:`.runner`: runs a program in a world, ends the faults, syncs every device
@@ -14,27 +16,42 @@
 What a program does
 -------------------
 Two or three devices of one user (own storage, own clock, own network), each
-with a conflict strategy among ``lww``, ``server``, ``client`` and a callback;
-collections ``docs`` (ids a, b, c, n0, n1; fields x, y, z) and ``counters``
-(k0, k1; ``n`` changed only by increments, ``tag`` by patches). Device steps:
-put, add (also without an id), patch, increment, delete, ``transaction()`` of 2
-to 4 of them (also over documents with pending edits, also writing one
-document twice), sync / push / pull, a push during whose first write (in
-flight) edits are made, retry and discard of a rejected change, offline and
-online, reload (close, reopen on the same storage), crash (cancel a push with a
-write in flight that lands, never lands, or lands at the next step; reopen),
-schema upgrade (reopen with version + 1: a new index and a migration step over
-documents and queued changes), clock jumps; and the device's network faults:
-lost replies (the write lands; 1, or 8 in a row so the push gives up; network
-error or 500), 5xx and throttling bursts before anything lands, permanent
-refusals of the next write. World steps: writes straight to DynamoDB by a writer
-that is not pysync (puts, updates, increments, each following the bypass
-contract -- a new unique ``_m`` and ``ADD _v 1`` -- or leaving ``_v``/``_m``
-alone; hard deletes; TTL-style deletes of tombstones; re-creates of deleted
-ids, also a delete and re-create at once so versions start again), the changelog
-lagging and catching up, changelog entries expiring, transaction tokens forgotten
-(memory), proxy restarts and consumer restarts or crashes (stack). Every value a
-write sets is unique in the program, so where a value is, is exact.
+with a conflict strategy among ``lww``, ``server``, ``client`` and a callback,
+and its own ``Sync`` push options, drawn from the seed and recorded in the
+program: ``push_batch`` 1 (every call its own request), 2 or 50 (the calls a
+push starts together travel in batches of that many per request),
+``pack_size`` 1 or, for one device in five, 3 (independent changes packed into
+``TransactWriteItems``), ``push_concurrency`` 1 or 8 (requests out at once); a
+program recorded without them runs with the library's defaults. Collections
+``docs`` (ids a, b, c, n0, n1; fields x, y, z) and ``counters`` (k0, k1; ``n``
+changed only by increments, ``tag`` by patches). Device steps: put, add (also
+without an id), patch, increment, delete, ``transaction()`` of 2 to 4 of them
+(also over documents with pending edits, also writing one document twice),
+sync / push / pull, a push during whose first write (in flight) edits are made,
+retry and discard of a rejected change, offline and online, reload (close,
+reopen on the same storage), crash (cancel a push with a write in flight that
+lands, never lands, or lands at the next step; reopen), schema upgrade (reopen
+with version + 1: a new index and a migration step over documents and queued
+changes), clock jumps; and the device's network faults: lost replies (the write
+lands; 1, or 8 in a row so the push gives up; network error or 500), 5xx and
+throttling bursts before anything lands, permanent refusals of the next write,
+and the one fault only a batch has: its whole reply lost after all its calls
+were applied (the next 1 or 4 batches of two or more calls, a write among
+them: every call gets a network error). In a batch each call meets the faults
+as it would alone, in the batch's order (a refused call is not sent, a lost
+reply is that call's alone, the in-flight edits are made before the batch
+leaves); a crash's write hangs inside its batch: the calls before it are sent,
+the hanging one lands or not as drawn, the ones after it are never sent, the
+batch never answers, and the crash cuts the batch (the batcher's task, which a
+cancelled push does not cancel) with the tab. World steps: writes straight to
+DynamoDB by a writer that is not pysync (puts, updates, increments, each
+following the bypass contract -- a new unique ``_m`` and ``ADD _v 1`` -- or
+leaving ``_v``/``_m`` alone; hard deletes; TTL-style deletes of tombstones;
+re-creates of deleted ids, also a delete and re-create at once so versions start
+again), the changelog lagging and catching up, changelog entries expiring,
+transaction tokens forgotten (memory), proxy restarts and consumer restarts or
+crashes (stack). Every value a write sets is unique in the program, so where a
+value is, is exact.
 
 The oracle (checked once faults stop and every device has synced to quiescence)
 ------------------------------------------------------------------------------

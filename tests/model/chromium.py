@@ -204,12 +204,29 @@ class SettlingRemote:
             result: dict[str, Any] = await self.inner.call(operation, payload)
             return result
         except RemoteError as error:
-            if error.status == 0 or error.status >= 500 or error.retryable:
-                self.errors.append(f"{operation}: {error.code} {error.status} {error}"[:200])
+            self._note(operation, error)
             raise
         finally:
             if operation in WRITES:
                 await self.settle()
+
+    async def call_many(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """A batch (one request to the proxy); the world settles after it if it wrote."""
+        from pysync import RemoteError
+
+        try:
+            results: list[Any] = await self.inner.call_many(calls)
+            for (operation, _), result in zip(calls, results, strict=True):
+                if isinstance(result, RemoteError):
+                    self._note(operation, result)
+            return results
+        finally:
+            if any(operation in WRITES for operation, _ in calls):
+                await self.settle()
+
+    def _note(self, operation: str, error: Any) -> None:
+        if error.status == 0 or error.status >= 500 or error.retryable:
+            self.errors.append(f"{operation}: {error.code} {error.status} {error}"[:200])
 
 
 async def _settle_from_page() -> None:
@@ -263,6 +280,7 @@ class PageHarness:
             config["user"],
             browser=PageBrowser,
             serial=True,
+            options=config.get("options"),
         )
         if config.get("state"):
             device.restore(config["state"])
@@ -520,12 +538,20 @@ class _Watched:
 class ChromiumDevice:
     """A :class:`~tests.model.device.Device` whose replica runs in a page of ``slot``."""
 
-    def __init__(self, world: ChromiumWorld, slot: Slot, index: int, strategy: str) -> None:
+    def __init__(
+        self,
+        world: ChromiumWorld,
+        slot: Slot,
+        index: int,
+        strategy: str,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.world, self.slot = world, slot
         self.index = index
         self.config = {
             "index": index,
             "strategy": strategy,
+            "options": dict(options or {}),
             "user": world.user,
             "token": world.token,
             "seed": world.seed,
@@ -670,9 +696,9 @@ class ChromiumWorld:
         if self.lagging:
             await self.stack.stop_consumer()
 
-    async def device(self, index: int, strategy: str) -> ChromiumDevice:
+    async def device(self, index: int, strategy: str, options: dict[str, Any]) -> ChromiumDevice:
         slot = await self.lab.slot(index)
-        device = ChromiumDevice(self, slot, index, strategy)
+        device = ChromiumDevice(self, slot, index, strategy, options)
         await device.open()
         return device
 
@@ -925,8 +951,9 @@ def memory_world(program: Program) -> Any:
     from .memory import MemoryWorld
 
     class StackLikeMemory(MemoryWorld):
-        async def device(self, index: int, strategy: str) -> PyDevice:
-            device = PyDevice(index, self.db.connection(), strategy, self.user, serial=True)
+        async def device(self, index: int, strategy: str, options: dict[str, Any]) -> PyDevice:
+            connection = self.db.connection()
+            device = PyDevice(index, connection, strategy, self.user, serial=True, options=options)
             await device.open()
             return device
 

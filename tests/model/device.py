@@ -25,6 +25,7 @@ import contextlib
 import copy
 import itertools
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any, Protocol
@@ -132,8 +133,9 @@ class Device(Protocol):
     async def advance_clock(self, ms: int) -> None: ...
 
     async def inject(self, fault: dict[str, Any]) -> None:
-        """``{"kind": "lose", "n", "status"}`` (applied, reply lost) or
-        ``{"kind": "fail", "n", "code", "status", "writes": bool}`` (refused before)."""
+        """``{"kind": "lose", "n", "status"}`` (applied, reply lost),
+        ``{"kind": "fail", "n", "code", "status", "writes": bool}`` (refused before) or
+        ``{"kind": "batch_lost", "n"}`` (a batch applied, its whole reply lost)."""
         ...
 
     async def clear_faults(self) -> None:
@@ -152,6 +154,9 @@ class Device(Protocol):
 
 #: Requests one device operation may send before the runner calls it a livelock.
 BUDGET = 3000
+#: Seconds a push cancelled by a crash may take to end (it has nothing left to wait for:
+#: the hanging write is cancelled with it).
+CANCEL_SECONDS = 5.0
 
 
 class Livelock(Exception):
@@ -163,15 +168,31 @@ class FaultyRemote:
 
     Offline: every call fails with a network error (nothing is sent). Rules
     apply to the next matching calls: ``fail`` (refuse before sending),
-    ``lose`` (send, then lose the reply), ``hook`` (run a coroutine just before
-    sending), ``hang`` (send or not, then never answer: a crash point).
+    ``lose`` (send, then lose the reply of the next call that succeeds),
+    ``hook`` (run a coroutine just before sending), ``hang`` (send or not, then
+    never answer: a crash point), ``batch_lost`` (a batch: see below).
+
+    Batches: when the inner remote has ``call_many`` (``MemoryDynamo``'s
+    connection, the proxy's ``Pysync_20261205.Batch`` over HTTP) so does this
+    one, and the pusher sends the calls it starts together through it. Each
+    call of a batch meets the rules as it would alone, in the batch's order:
+    offline and ``fail`` answer it without sending it, its ``hook`` runs (and
+    ``on_write`` is awaited) before the batch leaves, ``lose`` takes the reply
+    of a call that succeeded. The calls that are sent go to the inner
+    ``call_many`` together, except around a ``hang``: the calls before it go
+    (their answers wait with the batch's), the hanging call goes (or not) alone,
+    and the calls after it are never sent; the batch never answers. One fault
+    only a batch has: ``batch_lost``, the reply of the next batch of two or more
+    calls with a write among them is lost after all its calls were dealt with
+    (each gets a network error).
     """
 
     def __init__(self, inner: Any, serial: bool = False) -> None:
         self.inner = inner
-        #: One call at a time, each letting the others queue first: the calls go in the
-        #: order a push makes them whatever the transport, and a hanging write holds the
-        #: line (no sibling request on its way when a crash cuts the push).
+        #: One request at a time (a call, or a batch), each letting the others queue
+        #: first: the calls go in the order a push makes them whatever the transport,
+        #: and a hanging write holds the line (no sibling request on its way when a
+        #: crash cuts the push).
         self.lock = asyncio.Lock() if serial else None
         self.offline = False
         self.rules: list[dict[str, Any]] = []
@@ -180,6 +201,14 @@ class FaultyRemote:
         self.calls = 0
         self.budget = self.limit = BUDGET
         self.on_write: Any = None  # awaited before each write is sent (the device notes its outbox)
+        #: Batches and their sizes (calls), and batch replies lost, so far.
+        self.batches: Counter[int] = Counter()
+        self.batches_lost = 0
+        #: The tasks sending a batch (the batcher's own, which a cancelled push does not
+        #: cancel): a crash cuts them (:meth:`cut`).
+        self.sending: set[asyncio.Task[Any]] = set()
+        if callable(getattr(inner, "call_many", None)):
+            self.call_many = self._call_many
 
     def _take(self, kind: str, operation: str) -> dict[str, Any] | None:
         for rule in self.rules:
@@ -190,6 +219,18 @@ class FaultyRemote:
                 return rule
         return None
 
+    def _spend(self, operation: str) -> None:
+        self.calls += 1
+        self.budget -= 1
+        if self.budget < 0:
+            raise Livelock(f"more than {self.limit} requests in one operation ({operation})")
+
+    @staticmethod
+    def _lost(rule: dict[str, Any]) -> RemoteError:
+        if rule.get("status", 0) >= 500:
+            return RemoteError("InternalServerError", "applied, then 500", 500, {})
+        return RemoteError("NetworkError", "the reply was lost", 0, {})
+
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         if self.lock is None:
             return await self._call(operation, payload)
@@ -198,10 +239,7 @@ class FaultyRemote:
             return await self._call(operation, payload)
 
     async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        self.calls += 1
-        self.budget -= 1
-        if self.budget < 0:
-            raise Livelock(f"more than {self.limit} requests in one operation ({operation})")
+        self._spend(operation)
         if self.offline:
             raise RemoteError("NetworkError", "offline", 0, {})
         hook = self._take("hook", operation)
@@ -214,20 +252,93 @@ class FaultyRemote:
             raise RemoteError(fail["code"], "injected", fail["status"], {})
         hang = self._take("hang", operation)
         if hang is not None:
-            if hang["land"] == "yes":
-                with contextlib.suppress(RemoteError):
-                    await self.inner.call(operation, copy.deepcopy(payload))
-            elif hang["land"] == "later":
-                self.held.append((operation, copy.deepcopy(payload)))
-            self.hung.set()
-            await asyncio.Event().wait()  # never answers; the crash cancels it
+            await self._hang(operation, payload, hang)
         result = await self.inner.call(operation, payload)
         lose = self._take("lose", operation)
         if lose is not None:
-            if lose.get("status", 0) >= 500:
-                raise RemoteError("InternalServerError", "applied, then 500", 500, {})
-            raise RemoteError("NetworkError", "the reply was lost", 0, {})
+            raise self._lost(lose)
         return result
+
+    async def _hang(self, operation: str, payload: dict[str, Any], rule: dict[str, Any]) -> None:
+        """Send the call or not (per the rule's ``land``), then never answer."""
+        if rule["land"] == "yes":
+            with contextlib.suppress(RemoteError):
+                await self.inner.call(operation, copy.deepcopy(payload))
+        elif rule["land"] == "later":
+            self.held.append((operation, copy.deepcopy(payload)))
+        self.hung.set()
+        await asyncio.Event().wait()  # never answers; the crash cancels it
+
+    async def _call_many(
+        self, calls: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        """``call_many`` (offered when the inner remote has it): see the class."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.sending.add(task)
+        try:
+            if self.lock is None:
+                return await self._many(calls)
+            async with self.lock:
+                await asyncio.sleep(0)
+                return await self._many(calls)
+        finally:
+            self.sending.discard(task)
+
+    async def _many(
+        self, calls: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        self.batches[len(calls)] += 1
+        if self.offline:
+            for operation, _ in calls:
+                self._spend(operation)
+            return [RemoteError("NetworkError", "offline", 0, {}) for _ in calls]
+        # Each call meets the rules in order, as alone; a hanging one ends the walk (the
+        # calls after it are never sent: they cost nothing and take no rule).
+        answers: list[dict[str, Any] | RemoteError | None] = [None] * len(calls)
+        hooks: list[dict[str, Any]] = []
+        hang: tuple[int, dict[str, Any]] | None = None
+        for i, (operation, _) in enumerate(calls):
+            self._spend(operation)
+            hook = self._take("hook", operation)
+            if hook is not None:
+                hooks.append(hook)
+            fail = self._take("fail", operation)
+            if fail is not None:
+                answers[i] = RemoteError(fail["code"], "injected", fail["status"], {})
+                continue
+            rule = self._take("hang", operation)
+            if rule is not None:
+                hang = (i, rule)
+                break
+        walked = calls if hang is None else calls[: hang[0] + 1]
+        for hook in hooks:
+            await hook["fn"]()
+        if self.on_write is not None and any(op in WRITES for op, _ in walked):
+            await self.on_write()
+        before = len(calls) if hang is None else hang[0]
+        sent = [i for i in range(before) if answers[i] is None]
+        if sent:
+            replies = await self.inner.call_many([calls[i] for i in sent])
+            for i, reply in zip(sent, replies, strict=True):
+                answers[i] = reply
+        if hang is not None:
+            await self._hang(*calls[hang[0]], hang[1])
+        writes = [op for op, _ in calls if op in WRITES]
+        if len(calls) > 1 and writes and self._take("batch_lost", writes[0]) is not None:
+            self.batches_lost += 1
+            return [RemoteError("NetworkError", "the batch's reply was lost", 0, {}) for _ in calls]
+        for i in sent:
+            if isinstance(answers[i], dict):
+                lose = self._take("lose", calls[i][0])
+                if lose is not None:
+                    answers[i] = self._lost(lose)
+        return [answer for answer in answers if answer is not None]  # every one answered
+
+    def cut(self) -> None:
+        """The tab dies: the batches it has out die with it (a crash)."""
+        for task in list(self.sending):
+            task.cancel()
 
     async def deliver_held(self) -> int:
         held, self.held = self.held, []
@@ -302,11 +413,15 @@ class PyDevice:
         *,
         browser: Callable[..., Any] = MemoryBrowser,
         serial: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.index = index
         self.table = table
         self.user = user
         self.strategy = strategy
+        #: ``Sync``'s push options (``push_batch``, ``pack_size``, ``push_concurrency``);
+        #: the library's defaults for those not given.
+        self.options = dict(options or {})
         #: ``MemoryBrowser`` or what stands for it (``tab()``, ``now_ms``, ``set_online``),
         #: made by ``browser(now_ms=...)``.
         self.browser = browser(now_ms=START_MS + 1000 * index)
@@ -345,6 +460,7 @@ class PyDevice:
             table=self.table,
             sleep=no_sleep,
             strategy=STRATEGY[self.strategy],  # type: ignore[arg-type]
+            **self.options,
         )
 
     @property
@@ -538,8 +654,12 @@ class PyDevice:
         # The tab dies: nothing of it runs again (its store is closed before the
         # cancelled push could write to it).
         push.cancel()
+        self.remote.cut()  # its batches out too (the batcher's tasks, not the push's)
         self.db.close()
         self.tab.crash()
+        await asyncio.wait({push}, timeout=CANCEL_SECONDS)
+        if not push.done():
+            raise Livelock(f"the push went on {CANCEL_SECONDS:g} s after it was cancelled")
         outcome = (await asyncio.gather(push, return_exceptions=True))[0]
         await self.open()
         return self.crashed(outcome, in_flight)
@@ -551,7 +671,7 @@ class PyDevice:
             "version": self.version,
             "now_ms": self.browser.now_ms,
             "online": not self.remote.offline,
-            "rules": [r for r in self.remote.rules if r["kind"] in ("fail", "lose")],
+            "rules": [r for r in self.remote.rules if r["kind"] in ("fail", "lose", "batch_lost")],
             "held": [[op, payload] for op, payload in self.remote.held],
             "carried": await self.lineage(),
         }

@@ -32,8 +32,8 @@ class MemoryWorld:
     async def open(self) -> None:
         return None
 
-    async def device(self, index: int, strategy: str) -> PyDevice:
-        device = PyDevice(index, self.db.connection(), strategy, self.user)
+    async def device(self, index: int, strategy: str, options: dict[str, Any]) -> PyDevice:
+        device = PyDevice(index, self.db.connection(), strategy, self.user, options=options)
         await device.open()
         return device
 

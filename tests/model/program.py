@@ -6,7 +6,13 @@ printed, stored and replayed by any runner::
     {"seed": 7, "devices": ["lww", "callback"], "lagging": false,
      "steps": [{"do": "edit", "dev": 0, "op": {"op": "put", "coll": "docs", "id": "a",
                                               "doc": {"x": "v3.0"}}}, ...],
-     "resolve": ["retry", "discard", ...]}
+     "resolve": ["retry", "discard", ...],
+     "options": [{"push_batch": 2, "pack_size": 1, "push_concurrency": 8}, ...]}
+
+``options`` are each device's ``Sync`` push options (:func:`sync_options`: a
+program recorded without them runs with the library's defaults). They and the
+``batch_lost`` steps are drawn after everything else, so a seed draws the same
+other steps as before they existed.
 
 Every value a write sets is unique in the program (``v<step>.<n>``), so the
 oracle can tell exactly which write a value came from. Counters (collection
@@ -59,6 +65,10 @@ DEVICE_STEPS = {
     "burst": 1,  # 5xx or throttling before anything is applied
     "refuse": 2,  # a permanent refusal of the next write: rejected until retried or discarded
 }
+#: The share of steps with a ``batch_lost`` device step before them: the next batch (of
+#: two or more calls, a write among them) lands, its whole reply is lost. Drawn after
+#: everything else, so that a seed's other steps are the ones it drew before batches.
+BATCH_LOST_SHARE = 0.04
 WORLD_STEPS = {
     "outside": 6,  # a writer that is not pysync, straight to DynamoDB
     "lag": 1,  # the changelog stops following (stack: the consumer stops)
@@ -70,6 +80,12 @@ WORLD_STEPS = {
 }
 #: replace: a hard delete and a re-create of the same id at once (versions start again).
 OUTSIDE_KINDS = ("put", "update", "increment", "delete", "ttl", "recreate", "replace")
+#: Each device's ``Sync`` push options are drawn from these (``pack_size`` 3 for one
+#: device in five, the others evenly): calls per batch request (1: no batches),
+#: independent changes per ``TransactWriteItems`` (1: plain writes), requests out at once.
+PUSH_BATCH = (1, 2, 50)
+PACK_SIZE = (1, 3)
+PUSH_CONCURRENCY = (1, 8)
 
 
 class Chooser(Protocol):
@@ -244,6 +260,35 @@ def _step(c: Chooser, values: _Values, devices: int, world: bool, avoid: frozens
     return step
 
 
+def _with_batch_faults(
+    c: Chooser, steps: list[Step], devices: int, avoid: frozenset[str]
+) -> list[Step]:
+    """``steps`` with ``batch_lost`` steps drawn in (:data:`BATCH_LOST_SHARE`)."""
+    out: list[Step] = []
+    for step in steps:
+        if c.chance(BATCH_LOST_SHARE):
+            fault = {"do": "batch_lost", "dev": c.int(0, devices - 1), "n": c.pick([1, 1, 4])}
+            if "batch_lost" not in avoid:
+                out.append(fault)
+        out.append(step)
+    return out
+
+
+def _options(c: Chooser) -> dict[str, int]:
+    """One device's ``Sync`` push options."""
+    return {
+        "push_batch": c.pick(PUSH_BATCH),
+        "pack_size": PACK_SIZE[1] if c.chance(0.2) else PACK_SIZE[0],
+        "push_concurrency": c.pick(PUSH_CONCURRENCY),
+    }
+
+
+def sync_options(program: Program, index: int) -> dict[str, int]:
+    """Device ``index``'s ``Sync`` options (none recorded: the library's defaults)."""
+    drawn = program.get("options") or []
+    return dict(drawn[index]) if index < len(drawn) else {}
+
+
 def generate(
     c: Chooser,
     *,
@@ -253,7 +298,7 @@ def generate(
     max_devices: int = 3,
     avoid: frozenset[str] = frozenset(),
 ) -> Program:
-    """A program: 2 or 3 devices, their strategies, and a step list.
+    """A program: 2 or 3 devices, their strategies and push options, and a step list.
 
     ``avoid``: kinds of steps not to draw (each becomes a plain sync, or a
     catch-up of the changelog), and ``nocontract`` for outside writers that all
@@ -269,6 +314,9 @@ def generate(
         values.n = 0
         steps.append(_step(c, values, devices, world=c.chance(0.25), avoid=frozenset(avoid)))
     resolve = [c.pick(["retry", "retry", "discard"]) for _ in range(8)]
+    # Last: a seed's steps and resolutions stay the ones drawn before these existed.
+    options = [_options(c) for _ in range(devices)]
+    steps = _with_batch_faults(c, steps, devices, frozenset(avoid))
     return {
         "seed": seed,
         "avoid": sorted(avoid),
@@ -276,6 +324,7 @@ def generate(
         "lagging": lagging,
         "steps": steps,
         "resolve": resolve,
+        "options": options,
     }
 
 

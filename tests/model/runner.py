@@ -28,12 +28,12 @@ from .oracle import (
     record_key,
     system_of,
 )
-from .program import APP, COUNTERS, Program, Step, describe
+from .program import APP, COUNTERS, Program, Step, describe, sync_options
 
 #: Rounds of syncing every device before the end is declared not quiet.
 ROUNDS = 12
 #: Device faults (the rest are world faults or operations), for the counts.
-FAULTS = frozenset({"lose", "burst", "refuse", "crash", "offline", "clock"})
+FAULTS = frozenset({"lose", "burst", "refuse", "batch_lost", "crash", "offline", "clock"})
 WORLD_FAULTS = frozenset(
     {"lag", "expire", "forget_tokens", "restart_proxy", "restart_consumer", "outside"}
 )
@@ -51,7 +51,9 @@ class World(Protocol):
         """Start what the world runs (the consumer...)."""
         ...
 
-    async def device(self, index: int, strategy: str) -> Device: ...
+    async def device(self, index: int, strategy: str, options: dict[str, Any]) -> Device:
+        """Device ``index``, with its conflict strategy and ``Sync`` push options."""
+        ...
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """A DynamoDB request straight to the database (no proxy, no faults)."""
@@ -189,13 +191,15 @@ class Run:
             )
         await self.world.settle()
         for i, strategy in enumerate(self.program["devices"]):
-            device = await self.world.device(i, strategy)
+            options = sync_options(self.program, i)
+            device = await self.world.device(i, strategy, options)
             self.devices.append(device)
             self.entries.append(set())
             self.states.append({})
             self.versions.append(1)
             result = await device.sync("pull")
-            self.log.append(f"dev{i} ({strategy}) first pull: {result}")
+            drawn = "".join(f", {k}={v}" for k, v in options.items())
+            self.log.append(f"dev{i} ({strategy}{drawn}) first pull: {result}")
         await self._observe({"do": "setup"})
 
     async def _late(self) -> None:
@@ -296,6 +300,9 @@ class Run:
             status = 503 if step["code"] == "ServiceUnavailable" else 400
             fault = {"kind": "fail", "n": step["n"], "code": step["code"], "status": status}
             await device.inject({**fault, "writes": False})
+        elif do == "batch_lost":
+            self.faults[f"batch reply lost x{step['n']}"] += 1
+            await device.inject({"kind": "batch_lost", "n": step["n"]})
         elif do == "refuse":
             self.faults["refusal"] += 1
             await device.inject(

@@ -88,7 +88,8 @@ def _free_port() -> int:
 
 
 class SerialRemote:
-    """The device's HTTP remote, one request at a time (so a run replays the same way)."""
+    """The device's HTTP remote, one request at a time (so a run replays the same way):
+    a call, or a batch of calls (the proxy's ``Pysync_20261205.Batch``)."""
 
     def __init__(self, inner: HttpRemote) -> None:
         self.inner = inner
@@ -97,6 +98,12 @@ class SerialRemote:
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         async with self.lock:
             return await self.inner.call(operation, payload)
+
+    async def call_many(
+        self, calls: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | RemoteError]:
+        async with self.lock:
+            return await self.inner.call_many(calls)
 
 
 def _snake(operation: str) -> str:
@@ -146,11 +153,13 @@ class StackWorld:
         await consumer.start()
         self.consumer = consumer
 
-    async def device(self, index: int, strategy: str) -> PyDevice:
+    async def device(self, index: int, strategy: str, options: dict[str, Any]) -> PyDevice:
         token = issue_token(SECRET, self.user, ttl=3600)
         remote = HttpRemote(self.proxy.url + "/dynamodb", token)
         self.remotes.append(remote)
-        device = PyDevice(index, SerialRemote(remote), strategy, self.user, self.table)
+        device = PyDevice(
+            index, SerialRemote(remote), strategy, self.user, self.table, options=options
+        )
         device.remote.limit = STACK_BUDGET  # over HTTP a livelock is slow to reach 3,000
         await device.open()
         return device

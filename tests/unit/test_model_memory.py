@@ -23,7 +23,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.model.device import deterministic_ids
+from pysync import RemoteError
+from pysync.testing import MemoryDynamo
+from tests.model.device import TABLE, FaultyRemote, deterministic_ids
 from tests.model.memory import MemoryWorld
 from tests.model.program import Program, from_seed
 from tests.model.runner import Outcome, minimize, run_program
@@ -81,6 +83,62 @@ def test_random_programs_keep_every_promise(seed: int) -> None:
 def test_fixed_seeds_keep_every_promise(seed: int) -> None:
     outcome = run(from_seed(seed))
     assert outcome.ok, explain(outcome)
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_batch_meets_each_call_s_faults(serial: bool) -> None:
+    """``FaultyRemote.call_many``: each call's own faults, in order; a hang splits the batch;
+    a whole batch's reply lost; a crash cuts a hanging batch (and frees the line)."""
+
+    def put(sk: str) -> tuple[str, dict[str, Any]]:
+        return ("PutItem", {"TableName": TABLE, "Item": {"pk": {"S": "u#t"}, "sk": {"S": sk}}})
+
+    get = ("GetItem", {"TableName": TABLE, "Key": {"pk": {"S": "u#t"}, "sk": {"S": "a"}}})
+
+    async def main() -> None:
+        db = MemoryDynamo(tables=(TABLE,))
+        remote = FaultyRemote(db.connection(), serial=serial)
+
+        def on_server() -> list[str]:
+            return [item["sk"]["S"] for item in db.items(TABLE, "u#t")]
+
+        remote.rules += [
+            {"kind": "fail", "n": 1, "code": "ValidationException", "status": 400},
+            {"kind": "lose", "n": 1, "status": 500},
+        ]
+        a, b, c = await remote.call_many([put("a"), put("b"), put("c")])
+        assert isinstance(a, RemoteError)
+        assert a.code == "ValidationException"  # not sent
+        assert isinstance(b, RemoteError)
+        assert b.status == 500  # applied, its reply lost
+        assert c == {}
+        assert on_server() == ["b", "c"]
+
+        remote.rules.append({"kind": "batch_lost", "n": 1})
+        assert await remote.call_many([get]) != []  # reads alone: not a batch with a write
+        answers = await remote.call_many([get, put("d"), put("e")])
+        assert all(isinstance(x, RemoteError) and x.status == 0 for x in answers)
+        assert on_server() == ["b", "c", "d", "e"]
+        assert remote.batches_lost == 1
+
+        remote.rules.append({"kind": "hang", "n": 1, "land": "yes"})
+        batch = asyncio.ensure_future(remote.call_many([put("f"), put("g")]))
+        await remote.hung.wait()
+        assert on_server() == ["b", "c", "d", "e", "f"]  # g, after the hanging f: never sent
+        remote.cut()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        remote.rules.append({"kind": "hang", "n": 1, "land": "no"})
+        remote.hung.clear()
+        batch = asyncio.ensure_future(remote.call_many([get, put("h"), put("i")]))
+        await remote.hung.wait()
+        assert on_server() == ["b", "c", "d", "e", "f"]
+        remote.cut()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        assert await remote.call("PutItem", put("j")[1]) == {}  # the line is free again
+
+    asyncio.run(main())
 
 
 def test_a_run_replays_exactly() -> None:
@@ -302,9 +360,18 @@ FINDINGS: dict[str, tuple[list[str], bool, list[dict[str, Any]]]] = {
 }
 
 
+@pytest.mark.parametrize("push_batch", [1, 50])
 @pytest.mark.parametrize("name", sorted(FINDINGS))
-def test_findings_of_the_model_stay_fixed(name: str) -> None:
+def test_findings_of_the_model_stay_fixed(name: str, push_batch: int) -> None:
+    """Each as found (one call per request) and with the library's default batches."""
     devices, lagging, steps = FINDINGS[name]
-    program = {**from_seed(0), "devices": devices, "lagging": lagging, "steps": steps}
+    options = [{"push_batch": push_batch} for _ in devices]
+    program = {
+        **from_seed(0),
+        "devices": devices,
+        "lagging": lagging,
+        "steps": steps,
+        "options": options,
+    }
     outcome = run(program)
     assert outcome.ok, outcome.report()
