@@ -918,8 +918,8 @@ def pull_notes(pull: dict[str, Any], n: int) -> list[str]:
         f"storage). In the median run ({run['ms']:.0f} ms, {run['pages']} pages of up to "
         f"{BASE_PAGE}): the requests {parts['call']['ms']:.0f} ms in all "
         f"(the next page is fetched while one is applied, so they overlap), applying pages "
-        f"{parts['apply']['ms']:.0f} ms in {parts['apply']['calls']} transactions of at most "
-        f"100 items (decode, convert, write; each one short task), looking for local "
+        f"{parts['apply']['ms']:.0f} ms in {parts['apply']['calls']} store transactions (one per "
+        f"page, its items converted in slices of 100 before, a short task each), looking for local "
         f"records the server no longer has {parts['_drop_unseen']['ms']:.0f} ms. The longest "
         f"main-thread task in any run: {longest:.0f} ms"
         + (
@@ -928,8 +928,8 @@ def pull_notes(pull: dict[str, Any], n: int) -> list[str]:
             else "."
         )
         + " The floor converts items in JavaScript and writes a page per transaction; "
-        "pysync decodes each page in Python and writes it in transactions of 100, short "
-        "tasks between which the page answers input."
+        "pysync decodes each page in Python and converts it in slices of 100, short "
+        "tasks between which the page answers input, then writes the page in one transaction."
     ]
 
 
