@@ -410,15 +410,17 @@ def test_sign_out_asks_before_leaving_unsynced_changes_and_keeps_them(
     a.synced()
     a.page.get_by_label("Work offline").check()
     a.add_task("Keep", "unsynced")
+    # no_wait_after: the confirm() the click opens blocks the page, and Playwright would
+    # otherwise wait on it for navigations the click may have scheduled (a 30 s timeout).
     with a.page.expect_event("dialog") as asked:
-        a.page.click("#signout")
+        a.page.click("#signout", no_wait_after=True)
     assert "1 change(s)" in asked.value.message
     asked.value.dismiss()
     expect(a.page.locator("#user")).to_have_text(user)  # cancelled: still signed in
     expect(a.task("unsynced")).to_have_count(1)
 
     with a.page.expect_event("dialog") as asked_again:  # as above: no handler race
-        a.page.click("#signout")
+        a.page.click("#signout", no_wait_after=True)
     asked_again.value.accept()
     expect(a.page.locator("#signin-screen")).to_be_visible()
     # Signing in needs the server: back online, the same user finds the change and
