@@ -47,7 +47,6 @@ from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, r
 from .._remote import Remote, RemoteError
 from .._schema import CONFLICTS, META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
-from .._store import Request as StoreRequest
 from ._batcher import Batcher
 from ._items import State, base_state_of, document_of, sort_key, state_of, tomb_key
 
@@ -631,26 +630,11 @@ class Pusher:
         return stored
 
     async def _update_entries(self, batch: list[Entry], change: Callable[[Entry], Entry]) -> None:
-        """Rewrite the batch's entries still in the outbox.
-
-        Entries are numbered in order, so a round's are close together: one read of
-        their range (when it holds at most twice as many) costs one request instead
-        of one per entry.
-        """
-        numbers = sorted(entry["n"] for entry in batch)
-        wanted = set(numbers)
+        """Rewrite the batch's entries still in the outbox (one read, one write request)."""
 
         def body(tx: Transaction) -> None:
-            found: StoreRequest[list[Entry | None]]
-            if numbers[-1] - numbers[0] < 2 * len(numbers):
-                span = KeyRange.bound(numbers[0], numbers[-1])
-                found = tx.query(OUTBOX, range=span).map(list)
-            else:
-                found = tx.get_many(OUTBOX, numbers)
-            found.then(
-                lambda entries: tx.put_many(
-                    OUTBOX, [change(e) for e in entries if e is not None and e["n"] in wanted]
-                )
+            tx.get_many(OUTBOX, [entry["n"] for entry in batch]).then(
+                lambda found: tx.put_many(OUTBOX, [change(e) for e in found if e is not None])
             )
 
         await self.replica.store.run(OUTBOX, "readwrite", body)

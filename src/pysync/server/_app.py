@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from .._remote import TARGET_PREFIX
 from ._auth import Principal, TokenVerifier
 from ._batch import BATCH_TARGET, batch_calls, batch_reply, error_reply
 from ._batch import CONCURRENCY as BATCH_CONCURRENCY
@@ -56,7 +57,6 @@ from ._streams import StreamConsumer
 
 API_PATH = "/dynamodb"
 CHANGES_PATH = "/changes"
-TARGET_PREFIX = "DynamoDB_20120810."
 _STREAMS_PREFIX = "DynamoDBStreams_20120810."
 _LOG_KEY = "pysync.log"
 # Operations whose success puts a record in the table's stream.

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
+from .._remote import TARGET_PREFIX
 from ._signing import Signer
 
-DYNAMODB_TARGET = "DynamoDB_20120810."
 STREAMS_TARGET = "DynamoDBStreams_20120810."
 
 #: Error types worth retrying (with backoff): throttling, conflicts, server-side trouble.
@@ -107,7 +107,7 @@ class DynamoDBAPI:
 
     async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """Call a DynamoDB operation (``PutItem``, ``Query``...); raise :class:`DynamoDBError`."""
-        return await self.request(self.dynamodb_url, DYNAMODB_TARGET + operation, body)
+        return await self.request(self.dynamodb_url, TARGET_PREFIX + operation, body)
 
     async def streams(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """Call a DynamoDB Streams operation (``GetRecords``...); raise :class:`DynamoDBError`."""

@@ -37,8 +37,7 @@ class RateLimiter:
     def take(self, key: str, wanted: int) -> int:
         """Take up to ``wanted`` whole tokens; return how many were taken."""
         now = self._clock()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         taken = min(wanted, int(tokens))
         if len(self._buckets) >= self._max_keys and key not in self._buckets:
             self._evict_full(now)
@@ -47,9 +46,12 @@ class RateLimiter:
 
     def wait(self, key: str) -> float:
         """The seconds until ``key`` has a token (0.0 if it has one now)."""
-        tokens, last = self._buckets.get(key, (self.burst, self._clock()))
-        tokens = min(self.burst, tokens + (self._clock() - last) * self.rate)
-        return max(0.0, (1.0 - tokens) / self.rate)
+        return max(0.0, (1.0 - self._tokens(key, self._clock())) / self.rate)
+
+    def _tokens(self, key: str, now: float) -> float:
+        """The tokens ``key`` has at ``now``, refilled since its last take."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
 
     def _evict_full(self, now: float) -> None:
         # Buckets that have refilled completely carry no state: drop them.
