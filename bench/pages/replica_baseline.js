@@ -99,9 +99,15 @@ window.replicaBaseline = {
         const d = request.result;
         d.createObjectStore("items", { keyPath: "id" }).createIndex("by_n", "_ix.by_n");
         const outbox = d.createObjectStore("_outbox", { keyPath: "n" });
-        outbox.createIndex("by_record", ["collection", "id"]);
-        // "sparse state": the index holds only rejected entries (a field only they have).
-        outbox.createIndex("by_state", design === "sparse state" ? "rejected" : "state");
+        if (design === "entry per document") {
+          // pysync's layout 1: an entry per row, indexed by record and by state.
+          outbox.createIndex("by_record", ["collection", "id"]);
+          outbox.createIndex("by_state", "state");
+        } else {
+          // Layout 2 (today): a row lists its records, and its rejected entries (sparse).
+          outbox.createIndex("by_record", "records", { multiEntry: true });
+          outbox.createIndex("by_rejected", "rejected", { multiEntry: true });
+        }
         d.createObjectStore("_meta", { keyPath: "key" });
         d.createObjectStore("_conflicts", { keyPath: "cid" }).createIndex("by_record", ["collection", "id"]);
       };
@@ -118,8 +124,9 @@ window.replicaBaseline = {
   // record's outbox entries (from 4 documents on, as _idb_helpers.js `probed` does:
   // one getAllKeys over the records' key range and one over the outbox entries'
   // range, which answer new documents at once); once answered, put the outbox
-  // entries, the records (with their index field) and the clock, and commit. `group`
-  // is the transaction's group id (null for a single put). Resolves at `complete`.
+  // entries (today: one row for a transaction's, listing their records), the records
+  // (with their index field) and the clock, and commit. `group` is the transaction's
+  // group id (null for a single put). Resolves at `complete`.
   pysyncTransaction(db, docs, group, design = "today") {
     const tx = db.transaction(["items", "_outbox", "_meta"], "readwrite", { durability: "strict" });
     const items = tx.objectStore("items");
@@ -128,6 +135,7 @@ window.replicaBaseline = {
     const clock = meta.get("clock");
     const byRecord = outbox.index("by_record");
     let last;
+    const old = design === "entry per document";
     if (docs.length < 4) {
       for (const doc of docs) items.get(doc.id);
       for (const doc of docs) last = byRecord.getAll(IDBKeyRange.only(["items", doc.id]));
@@ -146,11 +154,14 @@ window.replicaBaseline = {
         hlc = `${wall}-${String(n).padStart(6, "0")}-0123456789abcdef`;
         return this.entry(n, doc, hlc, group);
       });
-      if (design === "row per transaction") {
-        // One outbox row holds the transaction's entries (its records listed, unindexed).
-        outbox.put({ n, group, entries, state: "pending" });
-      } else {
+      if (old) {
         for (const entry of entries) outbox.put(entry);
+      } else if (group) {
+        const row = entries[0].n;
+        for (const entry of entries) entry.row = row;
+        outbox.put({ n: row, entries, records: docs.map((doc) => ["items", doc.id]) });
+      } else {
+        for (const entry of entries) outbox.put({ ...entry, records: [["items", entry.id]] });
       }
       for (const doc of docs) items.put({ ...doc, _ix: { by_n: doc.n } });
       meta.put({ key: "clock", hlc, n });
@@ -199,11 +210,11 @@ window.replicaBaseline = {
   // What one transaction of `per` new documents costs IndexedDB under different outbox
   // designs, plain JS, each design on a database of its own, the designs taking turns
   // transaction by transaction (order flipped every round), `rounds` transactions each:
-  // "records alone" (the JS baseline), "today" (pysync's requests), "sparse state" (the
-  // same, with the state index holding only rejected entries), "row per transaction"
-  // (one outbox row holding the transaction's entries). ms per transaction.
+  // "records alone" (the JS baseline), "today" (pysync's requests: one outbox row per
+  // transaction), "entry per document" (pysync's layout 1: an outbox row per document,
+  // indexed by record and by state). ms per transaction.
   async outboxDesigns(rounds, per) {
-    const designs = ["records alone", "today", "sparse state", "row per transaction"];
+    const designs = ["records alone", "today", "entry per document"];
     const dbs = {};
     for (const design of designs) {
       const name = `bench-design-${designs.indexOf(design)}`;

@@ -1,6 +1,8 @@
 """Schema migrations of stored data, including the changes still in the outbox.
 
-Runs right after the IndexedDB upgrade has created new stores and indexes.
+Runs right after the IndexedDB upgrade has created new stores and indexes. It
+also moves the outbox of a database written by an older pysync to the current
+storage layout (``_outbox_rows``), in the same transaction.
 
 Unlike stores that wipe local data on a schema change, pysync upgrades every
 stored document AND every pending outbox entry, in one transaction with the
@@ -14,25 +16,33 @@ from typing import Any
 from ._documents import check_document
 from ._errors import MigrationError
 from ._outbox import OUTBOX, Entry, apply_patch
+from ._outbox_rows import LAYOUT, Outbox
 from ._schema import META, AppSchema, Migration, with_index_keys
 from ._store import Database, Request, Transaction
 
 
 async def migrate(store: Database, schema: AppSchema) -> None:
-    """Bring stored data up to ``schema.version`` (no-op when already there)."""
+    """Bring stored data up to ``schema.version`` and the outbox up to its storage
+    layout (no-op when already there)."""
     collections = list(schema.collections)
 
     def body(tx: Transaction) -> None:
-        def read(stored: dict[str, Any] | None) -> None:
-            if stored is None:  # a new database starts at the current version
+        def read(found: list[dict[str, Any] | None]) -> None:
+            stored, layout = found
+            if stored is None:  # a new database starts at the current version and layout
                 tx.put(META, {"key": "schema", "version": schema.version})
-            elif stored["version"] < schema.version:
-                # Only an upgrade reads the data: every open would otherwise read it all.
-                records = {name: tx.query(name) for name in collections}
-                entries = tx.query(OUTBOX)
-                entries.then(lambda _: _upgrade(tx, schema, stored, records, entries))
+                tx.put(META, {"key": "layout", "outbox": LAYOUT})
+                return
+            upgrade = stored["version"] < schema.version
+            if not upgrade and layout is not None and layout["outbox"] == LAYOUT:
+                return  # only an upgrade reads the data: every open would otherwise read it all
+            records = {name: tx.query(name) for name in collections} if upgrade else {}
+            outbox = Outbox(tx)
+            outbox.read_all().then(
+                lambda entries: _upgrade(tx, schema, stored, records, outbox, entries)
+            )
 
-        tx.get(META, "schema").then(read)
+        tx.get_many(META, ["schema", "layout"]).then(read)
 
     await store.run([*collections, OUTBOX, META], "readwrite", body)
 
@@ -42,7 +52,8 @@ def _upgrade(
     schema: AppSchema,
     stored: dict[str, Any],
     records: dict[str, Request[list[dict[str, Any]]]],
-    entries: Request[list[Entry]],
+    outbox: Outbox,
+    entries: list[Entry],
 ) -> None:
     steps = [
         (v, schema.migrations[v])
@@ -56,10 +67,12 @@ def _upgrade(
             doc = {k: v for k, v in record.items() if not k.startswith("_")}
             upgraded = {**_run(steps, collection, doc), **system}
             tx.put(collection, with_index_keys(schema.collections[collection], upgraded))
-    if steps:
-        for entry in entries.result:
-            tx.put(OUTBOX, _upgrade_entry(steps, entry))
+    # Every entry is rewritten too: an older layout's rows lack what the indexes read.
+    for entry in entries:
+        outbox.put(_upgrade_entry(steps, entry) if steps else entry)
+    outbox.issue()
     tx.put(META, {"key": "schema", "version": schema.version})
+    tx.put(META, {"key": "layout", "outbox": LAYOUT})
 
 
 def _run(

@@ -21,6 +21,9 @@ from ._errors import DocumentExistsError, DocumentNotFoundError, TransactionTooL
 from ._live import Subscription, Watchers
 from ._migrate import migrate
 from ._outbox import OUTBOX, PENDING, REJECTED, Edit, Entry, apply_patch, fold, replay
+from ._outbox_rows import Outbox, entries_of
+from ._outbox_rows import counts as outbox_counts
+from ._outbox_rows import public as public_entry
 from ._platform import Channel, Platform, Unsubscribe
 from ._schema import CONFLICTS, META, AppSchema, check_name, index_range, with_index_keys
 from ._store import Database, KeyRange, Request, Transaction, Writes
@@ -225,7 +228,7 @@ class Replica:
         if not self.closed:
 
             def body(tx: Transaction) -> tuple[Request[int], Request[int], Request[int]]:
-                return (*_count_outbox(tx), tx.count(CONFLICTS))
+                return (*outbox_counts(tx), tx.count(CONFLICTS))
 
             total, rejected, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
             self._set_status(
@@ -305,7 +308,7 @@ class Replica:
 
     async def outbox(self) -> list[Entry]:
         """The outbox entries, oldest first (pending, in flight and rejected)."""
-        return await self.store.query(OUTBOX)
+        return [public_entry(e) for e in entries_of(await self.store.query(OUTBOX))]
 
     async def retry(self, mid: str) -> None:
         """Queue a rejected change (by its mutation id) to be pushed again.
@@ -313,7 +316,7 @@ class Replica:
         A change of a ``transaction()`` is retried with the rest of it: it lands whole.
         """
         await self._change_entry(
-            mid, lambda tx, entry, _: tx.put(OUTBOX, {**entry, "state": PENDING}), queued_ok=True
+            mid, lambda outbox, entry, _: outbox.put({**entry, "state": PENDING}), queued_ok=True
         )
 
     async def discard(self, mid: str) -> None:
@@ -323,8 +326,9 @@ class Replica:
         A change of a ``transaction()`` is discarded with the rest of it.
         """
 
-        def drop(tx: Transaction, entry: Entry, entries: list[Entry]) -> None:
-            tx.delete(OUTBOX, entry["n"])
+        def drop(outbox: Outbox, entry: Entry, entries: list[Entry]) -> None:
+            tx = outbox.tx
+            outbox.delete(entry)
             collection, key = entry["collection"], entry["id"]
             later = sorted(
                 (
@@ -338,7 +342,7 @@ class Replica:
                 if follower["follows"] == entry["mid"]:
                     # It goes on top of what the discarded change was made on.
                     inherited = {k: entry.get(k) for k in ("base", "base_v", "base_m", "new")}
-                    tx.put(OUTBOX, {**follower, **inherited, "follows": entry["follows"]})
+                    outbox.put({**follower, **inherited, "follows": entry["follows"]})
             shown = replay(entry["base"], later)
             if shown is None:
                 tx.delete(collection, key)
@@ -377,7 +381,7 @@ class Replica:
     async def _change_entry(
         self,
         mid: str,
-        change: Callable[[Transaction, Entry, list[Entry]], None],
+        change: Callable[[Outbox, Entry, list[Entry]], None],
         *,
         queued_ok: bool = False,
     ) -> None:
@@ -390,6 +394,8 @@ class Replica:
         collections = list(self.schema.collections)
 
         def body(tx: Transaction) -> None:
+            outbox = Outbox(tx)
+
             def found(entries: list[Entry]) -> None:
                 matches = [e for e in entries if e["mid"] == mid]
                 if not matches or (matches[0]["state"] != REJECTED and not queued_ok):
@@ -399,9 +405,10 @@ class Replica:
                     if entry["state"] == REJECTED and (
                         entry["mid"] == mid or (group is not None and entry["group"] == group)
                     ):
-                        change(tx, entry, entries)
+                        change(outbox, entry, entries)
+                outbox.issue()
 
-            tx.query(OUTBOX).then(found)
+            outbox.read_all().then(found)
 
         await self.store.run([*collections, OUTBOX], "readwrite", body)
         self._changed(collections)
@@ -413,26 +420,22 @@ class Replica:
         not yet dismissed: see :meth:`conflicts`) or ``synced``."""
         only = KeyRange.only((collection, key))
 
-        def body(tx: Transaction) -> tuple[Request[list[Entry]], Request[list[Entry]]]:
-            return tx.query(OUTBOX, index="by_record", range=only), tx.query(
+        def body(tx: Transaction) -> tuple[Request[list[list[Entry]]], Request[list[Entry]]]:
+            return Outbox(tx).read_records([(collection, key)]), tx.query(
                 CONFLICTS, index="by_record", range=only
             )
 
-        entries, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
-        if any(e["state"] == REJECTED for e in entries.result):
+        found, conflicts = await self.store.run([OUTBOX, CONFLICTS], "readonly", body)
+        (entries,) = found.result
+        if any(e["state"] == REJECTED for e in entries):
             return "rejected"
-        if entries.result:
+        if entries:
             return "pending"
         return "conflict" if conflicts.result else "synced"
 
 
 def _sync_fields(status: Status) -> dict[str, Any]:
     return {k: getattr(status, k) for k in _SYNC_FIELDS}
-
-
-def _count_outbox(tx: Transaction) -> tuple[Request[int], Request[int]]:
-    """Requests for the number of outbox entries and of rejected ones."""
-    return tx.count(OUTBOX), tx.count(OUTBOX, index="by_state", range=KeyRange.only(REJECTED))
 
 
 class _Applier:
@@ -463,7 +466,7 @@ class _Applier:
         for collection, key in targets:
             by_collection.setdefault(collection, []).append(key)
         found = {c: tx.get_many(c, keys) for c, keys in by_collection.items()}
-        entries = tx.lookup(OUTBOX, "by_record", targets)
+        outbox = Outbox(tx)
 
         def ready(pending: list[list[Entry]]) -> None:
             records = {
@@ -471,13 +474,13 @@ class _Applier:
                 for c, keys in by_collection.items()
                 for key, record in zip(keys, found[c].result, strict=True)
             }
-            self.apply(tx, clock.result, records, dict(zip(targets, pending, strict=True)))
+            self.apply(outbox, clock.result, records, dict(zip(targets, pending, strict=True)))
 
-        entries.then(ready)
+        outbox.read_records(targets).then(ready)
 
     def apply(
         self,
-        tx: Transaction,
+        outbox: Outbox,
         clock: dict[str, Any] | None,
         records: dict[tuple[str, Key], Any],
         entries: dict[tuple[str, Key], list[Entry]],
@@ -499,16 +502,20 @@ class _Applier:
             entry = self._entry(write, current, pending, str(stamp))
             if entry is None:
                 # An edit that cancels the pending entry (delete of a record created here).
-                writes.delete(OUTBOX, pending[-1]["n"])
-                self._tally(pending.pop(), None)
+                cancelled = pending.pop()
+                if self.group is None:
+                    outbox.delete(cancelled)
+                self._tally(cancelled, None)
             elif pending and entry["n"] == pending[-1]["n"]:
-                writes.put(OUTBOX, entry)
+                if self.group is None:
+                    outbox.put(entry)
                 self._tally(pending[-1], entry)
                 pending[-1] = entry
             else:
                 counter += 1
                 entry["n"] = counter
-                writes.put(OUTBOX, entry)
+                if self.group is None:
+                    outbox.put(entry)
                 self._tally(None, entry)
                 pending.append(entry)
             if new is None:
@@ -519,10 +526,15 @@ class _Applier:
             self.results.append(None if new is None else public(new))
         if self.group is not None:
             # Before any write is issued: the exception aborts the store transaction.
-            self._check_size(entries)
+            # A transaction folds only into its own entries: they are all new, and
+            # stored as one row.
+            mine = self._check_size(entries)
+            if mine:
+                outbox.add_transaction(mine)
         self.clock = stamp
         writes.put(META, {"key": "clock", "hlc": str(stamp), "n": counter})
-        writes.issue(tx)
+        outbox.issue(writes)
+        writes.issue(outbox.tx)
 
     def _tally(self, old: Entry | None, new: Entry | None) -> None:
         """Count the change of the outbox's counts by a write of ``new`` over ``old``."""
@@ -531,14 +543,16 @@ class _Applier:
             old is not None and old["state"] == REJECTED
         )
 
-    def _check_size(self, entries: dict[tuple[str, Key], list[Entry]]) -> None:
-        """Refuse a transaction that its push could never send (see MAX_TRANSACTION_DOCUMENTS)."""
+    def _check_size(self, entries: dict[tuple[str, Key], list[Entry]]) -> list[Entry]:
+        """The transaction's entries; refuses a transaction that its push could never
+        send (see MAX_TRANSACTION_DOCUMENTS)."""
         # Count what the push sends: the group's entries once the writes folded (several
         # writes to a document make one entry; a cancelled one, none). A document's
         # entry of this transaction, if any, is its last.
-        changed = sum(1 for p in entries.values() if p and p[-1]["group"] == self.group)
-        if changed > MAX_TRANSACTION_DOCUMENTS:
-            raise TransactionTooLargeError(changed, MAX_TRANSACTION_DOCUMENTS)
+        mine = [p[-1] for p in entries.values() if p and p[-1]["group"] == self.group]
+        if len(mine) > MAX_TRANSACTION_DOCUMENTS:
+            raise TransactionTooLargeError(len(mine), MAX_TRANSACTION_DOCUMENTS)
+        return mine
 
     def _new_record(self, write: _Write, current: dict[str, Any] | None) -> dict[str, Any] | None:
         edit = write.edit

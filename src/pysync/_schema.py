@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import SchemaError
-from ._outbox import OUTBOX
+from ._outbox_rows import idb_version
+from ._outbox_rows import store_schema as outbox_store
 from ._store import Index, KeyRange, Schema, StoreSchema
 from ._store._schema import extract_key
 
@@ -87,15 +88,11 @@ class AppSchema:
             for collection, spec in self.collections.items()
         ]
         stores += [
-            StoreSchema(
-                OUTBOX,
-                "n",
-                (Index("by_record", ("collection", "id")), Index("by_state", "state")),
-            ),
+            outbox_store(),
             StoreSchema(META, "key"),
             StoreSchema(CONFLICTS, "cid", (Index("by_record", ("collection", "id")),)),
         ]
-        return Schema(name, self.version, tuple(stores))
+        return Schema(name, idb_version(self.version), tuple(stores))
 
 
 INDEX_FIELD = "_ix"

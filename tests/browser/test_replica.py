@@ -190,3 +190,72 @@ async def test_javascript_pages_use_the_same_operations(selenium):
     assert run_js("typeof globalThis.todoDb") == "undefined"
     db.close()
     await pysync.delete_indexeddb("pysync:browser-js:u1")
+
+
+@run_in_pyodide(packages=["pysync"])
+async def test_an_outbox_of_the_older_layout_opens_whole_in_indexeddb(selenium):
+    """A database of pysync's layout 1 (an outbox row per change, IndexedDB version = app
+    version) is upgraded in place: the indexes change, every entry is kept."""
+    import pysync
+    from pysync import AppSchema, CollectionSpec
+    from pysync._browser import BrowserPlatform
+    from pysync._store import Index, Schema, StoreSchema
+
+    name = "pysync:browser-layout:u1"
+    old = await BrowserPlatform().open_store(
+        Schema(
+            name,
+            1,
+            (
+                StoreSchema("todos", "id"),
+                StoreSchema(
+                    "_outbox",
+                    "n",
+                    (Index("by_record", ("collection", "id")), Index("by_state", "state")),
+                ),
+                StoreSchema("_meta", "key"),
+                StoreSchema("_conflicts", "cid", (Index("by_record", ("collection", "id")),)),
+            ),
+        )
+    )
+    entry = {
+        "collection": "todos",
+        "op": "put",
+        "set": {},
+        "inc": {},
+        "base": None,
+        "base_v": None,
+        "base_m": None,
+        "follows": None,
+        "new": True,
+        "hlc": "000000000001000-000001-c0ffee0123456789",
+        "state": "pending",
+        "error": None,
+    }
+    await old.put_many("todos", [{"id": "a"}, {"id": "b"}])
+    await old.put_many(
+        "_outbox",
+        [
+            {**entry, "n": 1, "mid": "m1", "id": "a", "value": {"id": "a"}, "group": "g"},
+            {**entry, "n": 2, "mid": "m2", "id": "b", "value": {"id": "b"}, "group": "g"},
+        ],
+    )
+    clock = {"key": "clock", "hlc": "000000000001000-000002-c0ffee0123456789", "n": 2}
+    await old.put_many("_meta", [{"key": "schema", "version": 1}, clock])
+    old.close()
+
+    db = await pysync.connect("browser-layout", "u1", AppSchema(1, {"todos": CollectionSpec()}))
+    assert [(e["mid"], e["group"]) for e in await db.outbox()] == [("m1", "g"), ("m2", "g")]
+    assert db.status.pending == 2
+    assert await db.sync_state("todos", "b") == "pending"
+    await db["todos"].patch("b", {"done": True})  # folds into its pending entry
+    entries = await db.outbox()
+    assert [e["value"] for e in entries] == [{"id": "a"}, {"id": "b", "done": True}]
+    async with db.transaction() as tx:  # a new transaction: one row of the new layout
+        tx.put("todos", {"id": "c"})
+        tx.put("todos", {"id": "d"})
+    rows = await db.store.query("_outbox")
+    assert [len(r.get("entries", [r])) for r in rows] == [1, 1, 2]
+    assert db.status.pending == 4
+    db.close()
+    await pysync.delete_indexeddb(name)

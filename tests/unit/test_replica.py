@@ -10,6 +10,8 @@ import pytest
 
 import pysync
 from pysync import AppSchema, CollectionSpec, Index
+from pysync._outbox_rows import Outbox
+from pysync._store import Transaction
 from pysync.testing import MemoryBrowser
 
 from ._loop import until
@@ -138,7 +140,7 @@ async def test_an_edit_during_a_push_is_not_folded_into_it(replica: pysync.Repli
     todos = replica["todos"]
     await todos.put({"id": "a", "title": "v1"})
     (entry,) = await replica.outbox()
-    await replica.store.put("_outbox", {**entry, "state": "inflight"})
+    await _store_entry(replica, {**entry, "state": "inflight"})
     await todos.patch("a", {"title": "v2"})
     first, second = await replica.outbox()
     assert first["value"] == {"id": "a", "title": "v1"}
@@ -175,7 +177,7 @@ async def test_status_counts_match_the_outbox_after_every_write() -> None:
     await todos.delete("b")  # cancels b's entry
     await check(tab_a)
     (entry,) = await tab_a.outbox()
-    await tab_a.store.put("_outbox", {**entry, "state": "rejected"})  # as a push would
+    await _store_entry(tab_a, {**entry, "state": "rejected"})  # as a push would
     await tab_a._refresh_counts()  # as a push does after its round
     await todos.put({"id": "c"})
     await check(tab_a)
@@ -411,3 +413,18 @@ async def test_an_index_added_later_covers_existing_documents() -> None:
     db = await open_tab(browser, AppSchema(2, collections))
     assert [d["id"] for d in await db["lists"].query(index="by_archived", equals=True)] == ["l1"]
     db.close()
+
+
+async def _store_entry(replica: pysync.Replica, entry: dict[str, Any]) -> None:
+    """Store a changed outbox entry as the push does (through its row)."""
+
+    def body(tx: Transaction) -> None:
+        outbox = Outbox(tx)
+
+        def write(_: object) -> None:
+            outbox.put(entry)
+            outbox.issue()
+
+        outbox.read_entries([entry]).then(write)
+
+    await replica.store.run("_outbox", "readwrite", body)

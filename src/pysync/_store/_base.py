@@ -152,6 +152,13 @@ class Transaction(ABC):
         self._check(store, write=False).index(index)
         return self._lookup(store, index, [check_key(k) for k in keys])
 
+    def lookup_keys(self, store: str, index: str, keys: Iterable[Any]) -> Request[list[list[Any]]]:
+        """For each key, the primary keys of the records whose ``index`` key equals it (in
+        index order). The records are not read: with a multi-entry index, one record may
+        answer many keys, and is then read once (``get_many``), not once per key."""
+        self._check(store, write=False).index(index)
+        return self._lookup_keys(store, index, [check_key(k) for k in keys])
+
     def count(
         self, store: str, *, index: str | None = None, range: KeyRange | None = None
     ) -> Request[int]:
@@ -218,6 +225,9 @@ class Transaction(ABC):
 
     @abstractmethod
     def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]: ...
+
+    @abstractmethod
+    def _lookup_keys(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Any]]]: ...
 
     @abstractmethod
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]: ...

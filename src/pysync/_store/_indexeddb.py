@@ -146,6 +146,10 @@ def _groups(value: list[list[Any]]) -> list[list[Record]]:
     return [[_codec.decode(r) for r in group] for group in value]
 
 
+def _key_groups(value: list[list[Any]]) -> list[list[Any]]:
+    return [[_key(key) for key in group] for group in value]
+
+
 def _key_path(key_path: KeyPath) -> Any:
     return _to_js(list(key_path)) if isinstance(key_path, tuple) else key_path
 
@@ -287,7 +291,10 @@ class IndexedDBTransaction(Transaction):
         return self._read(["keys", store, _range(range), limit], _primary_keys)
 
     def _lookup(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Record]]]:
-        return self._read(["lookup", store, index, keys], _groups)
+        return self._read(["lookup", store, index, keys, False], _groups)
+
+    def _lookup_keys(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Any]]]:
+        return self._read(["lookup", store, index, keys, True], _key_groups)
 
     def _count(self, store: str, index: str | None, range: KeyRange | None) -> Request[int]:
         return self._read(["count", store, index, _range(range)], int)

@@ -132,20 +132,26 @@ class MemoryTransaction(Transaction):
 
     def _entries(self, store: str, index: str | None) -> Iterator[tuple[SortKey, Record]]:
         """(order, record) pairs in the order of the store or of ``index``."""
+        for order, _, record in self._keyed_entries(store, index):
+            yield order, record
+
+    def _keyed_entries(
+        self, store: str, index: str | None
+    ) -> Iterator[tuple[SortKey, Any, Record]]:
+        """(order, primary key, record) in the order of the store or of ``index``."""
         rows = self._rows[store]
         if index is None:
             for order in sorted(rows):
-                yield order, rows[order][1]
+                yield order, *rows[order]
             return
         spec = self.schema.store(store).index(index)
         entries = []
-        for primary_order, (_, record) in rows.items():
+        for primary_order, (primary, record) in rows.items():
             for key in index_keys(extract_key(record, spec.key_path), spec.multi_entry):
-                order = order_of(key)
-                entries.append((order, primary_order, record))
+                entries.append((order_of(key), primary_order, primary, record))
         entries.sort(key=lambda entry: (entry[0], entry[1]))
-        for order, _, record in entries:
-            yield order, record
+        for order, _, primary, record in entries:
+            yield order, primary, record
 
     def _query(
         self,
@@ -189,6 +195,18 @@ class MemoryTransaction(Transaction):
             for order, record in self._entries(store, index):
                 by_key.setdefault(order, []).append(record)
             request.resolve([[_read(r) for r in by_key.get(order_of(k), [])] for k in keys])
+
+        self._queue.append(run)
+        return request
+
+    def _lookup_keys(self, store: str, index: str, keys: list[Any]) -> Request[list[list[Any]]]:
+        request: Request[list[list[Any]]] = Request()
+
+        def run() -> None:
+            by_key: dict[SortKey, list[Any]] = {}
+            for order, primary, _ in self._keyed_entries(store, index):
+                by_key.setdefault(order, []).append(primary)
+            request.resolve([list(by_key.get(order_of(k), [])) for k in keys])
 
         self._queue.append(run)
         return request

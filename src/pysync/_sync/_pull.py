@@ -351,7 +351,7 @@ class Puller:
             any_tombs = None if force else tx.count(META, range=tomb_range)
             tombs: Request[list[dict[str, Any] | None]] | None = None
 
-            def ready(entries: list[list[Entry]]) -> None:
+            def ready(entries: list[list[Any]]) -> None:
                 waiting = {t for t, group in zip(targets, entries, strict=True) if group}
                 current: dict[tuple[str, Key], dict[str, Any] | None] = {}
                 for collection, records in (found or {}).items():
@@ -399,9 +399,10 @@ class Puller:
                 nonlocal tombs
                 if any_tombs is not None and any_tombs.result:
                     tombs = tx.get_many(META, [tomb_key(self.scope, c, k) for c, k in targets])
-                # Looking up each record's outbox entries only when there are any.
+                # Looking up each record's outbox entries only when there are any (their
+                # keys: whether a record has any is all the pull asks).
                 if pending:
-                    tx.lookup(OUTBOX, "by_record", targets).then(ready)
+                    tx.lookup_keys(OUTBOX, "by_record", targets).then(ready)
                 elif tombs is not None:
                     tombs.then(lambda _: ready([[] for _ in targets]))
                 else:

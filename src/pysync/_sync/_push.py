@@ -44,6 +44,7 @@ from .._errors import StoreError
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, replay
+from .._outbox_rows import Outbox, entries_of
 from .._remote import Remote, RemoteError
 from .._schema import CONFLICTS, META, with_index_keys
 from .._store import KeyRange, Transaction, Writes
@@ -262,22 +263,34 @@ class Pusher:
         usually decide; the whole outbox is read only when they cannot (a group,
         or many rejected entries), so a long outbox is not read once per round.
         """
-        limit = self.window * 2 + len(busy)
-        entries = await self._oldest(limit)
+        entries, complete = await self._oldest(self.window * 2 + len(busy))
         batches, decided = self._pick(entries, busy)
-        if not decided and len(entries) == limit:
-            batches, _ = self._pick(await self._oldest(None), busy)
+        if not decided and not complete:
+            batches, _ = self._pick((await self._oldest(None))[0], busy)
         return batches
 
-    async def _oldest(self, limit: int | None) -> list[Entry]:
-        """The oldest ``limit`` outbox entries (all: ``None``), read in slices of
-        READ_SLICE, a transaction and a short task each (reading and decoding hundreds
-        at once was one long task). Entries may change between slices: what is sent is
-        what the marking in flight reads back."""
+    async def _oldest(self, limit: int | None) -> tuple[list[Entry], bool]:
+        """At least the oldest ``limit`` outbox entries (all: ``None``), and whether
+        they are all there are.
+
+        Read in slices of about READ_SLICE entries, a transaction and a short task
+        each (reading and decoding thousands at once was one long task). A row may
+        hold a transaction's entries: a first slice of one row tells how wide rows
+        are. Entries may change between slices: what is sent is what the marking in
+        flight reads back.
+        """
         entries: list[Entry] = []
-        async for found in self.replica.store.slices(OUTBOX, READ_SLICE, limit):
+        after: KeyRange | None = None
+        size = 1
+        while limit is None or len(entries) < limit:
+            rows = await self.replica.store.query(OUTBOX, range=after, limit=size)
+            found = entries_of(rows)
             entries += found
-        return entries
+            if len(rows) < size:
+                return entries, True
+            after = KeyRange.at_least(rows[-1]["n"], open=True)
+            size = max(1, READ_SLICE * len(rows) // max(1, len(found)))
+        return entries, False
 
     def _pick(
         self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
@@ -633,9 +646,14 @@ class Pusher:
         """Rewrite the batch's entries still in the outbox (one read, one write request)."""
 
         def body(tx: Transaction) -> None:
-            tx.get_many(OUTBOX, [entry["n"] for entry in batch]).then(
-                lambda found: tx.put_many(OUTBOX, [change(e) for e in found if e is not None])
-            )
+            outbox = Outbox(tx)
+
+            def rewrite(found: dict[int, Entry]) -> None:
+                for entry in found.values():
+                    outbox.put(change(entry))
+                outbox.issue()
+
+            outbox.read_entries(batch).then(rewrite)
 
         await self.replica.store.run(OUTBOX, "readwrite", body)
 
@@ -654,7 +672,7 @@ class Pusher:
 
         def body(tx: Transaction) -> None:
             found = {c: tx.get_many(c, k) for c, k in keys.items()}
-            others = tx.lookup(OUTBOX, "by_record", targets)
+            outbox = Outbox(tx)
 
             def done(pending: list[list[Entry]]) -> None:
                 current = {
@@ -665,15 +683,17 @@ class Pusher:
                 writes = Writes()
                 for (entry, server_doc, state), entries in zip(acks, pending, strict=True):
                     target = (entry["collection"], entry["id"])
-                    self._ack(writes, entry, server_doc, state, current[target], entries)
+                    self._ack(outbox, writes, entry, server_doc, state, current[target], entries)
+                outbox.issue(writes)
                 writes.issue(tx)
 
-            others.then(done)
+            outbox.read_records(targets).then(done)
 
         await self.replica.store.run([*keys, OUTBOX, META], "readwrite", body)
 
     def _ack(
         self,
+        outbox: Outbox,
         writes: Writes,
         entry: Entry,
         server_doc: dict[str, Any] | None,
@@ -697,7 +717,7 @@ class Pusher:
             or server_doc != self._written_doc(entry)
         )
         spec = self.replica.schema.collections[collection]
-        writes.delete(OUTBOX, entry["n"])
+        outbox.delete(entry)
         rest = [e for e in entries if e["n"] != entry["n"]]
         for follower in rest:
             if follower["follows"] == entry["mid"]:
@@ -706,7 +726,7 @@ class Pusher:
                     rebased = {"base": self._written_doc(entry), "base_v": base_v, "base_m": base_m}
                 else:
                     rebased = {"base": server_doc, "base_v": version, "base_m": mid}
-                writes.put(OUTBOX, {**follower, **rebased, "follows": None, "new": False})
+                outbox.put({**follower, **rebased, "follows": None, "new": False})
         if not rest:  # nothing else pending: the record is what the server has
             if server_doc is None:
                 writes.delete(collection, key)
@@ -770,9 +790,13 @@ class Pusher:
 
         def body(tx: Transaction) -> None:
             seen = tx.get(META, tomb_key(self.scope, collection, key))
-            pending = tx.query(OUTBOX, index="by_record", range=KeyRange.only((collection, key)))
+            outbox = Outbox(tx)
 
-            def resolve(entries: list[Entry]) -> None:
+            def resolve(found: list[list[Entry]]) -> None:
+                apply_merge(found[0])
+                outbox.issue()
+
+            def apply_merge(entries: list[Entry]) -> None:
                 base_state = base_state_of(entry) or state_of(seen.result or {})
                 changed_remotely = (remote_v, remote_m) != base_state or remote_doc != entry["base"]
                 recorded[0] = changed_remotely
@@ -814,9 +838,9 @@ class Pusher:
                     if follower["follows"] == entry["mid"]:
                         stale = {"base_v": entry["base_v"], "base_m": entry.get("base_m")}
                         unfollowed = {"base": local, **stale, "follows": None, "new": False}
-                        tx.put(OUTBOX, {**follower, **unfollowed})
+                        outbox.put({**follower, **unfollowed})
                 if merged == remote_doc:
-                    tx.delete(OUTBOX, entry["n"])  # the server already has the result
+                    outbox.delete(entry)  # the server already has the result
                     if not followers and remote_doc is None and remote_v is not None:
                         tx.put(META, self._tomb(collection, key, (remote_v, remote_m)))
                     return
@@ -825,8 +849,7 @@ class Pusher:
                 # lost with an expired changelog), first sent from now on.
                 rebased = {"base": remote_doc, "base_v": remote_v, "base_m": remote_m}
                 first_send = ("since", "sent", "unsure")
-                tx.put(
-                    OUTBOX,
+                outbox.put(
                     {
                         **{k: v for k, v in entry.items() if k not in first_send},
                         **rebased,
@@ -843,7 +866,7 @@ class Pusher:
                     },
                 )
 
-            pending.then(resolve)
+            outbox.read_records([(collection, key)]).then(resolve)
 
         stores = [collection, OUTBOX, CONFLICTS, META]
         await self.replica.store.run(stores, "readwrite", body)

@@ -615,6 +615,33 @@ async def many_keys_read_like_one_at_a_time(factory: StoreFactory) -> None:
 
 
 @check
+async def lookup_keys_names_the_matches_without_reading_them(factory: StoreFactory) -> None:
+    async with _Opened(factory) as db:
+        await db.put_many(
+            "items",
+            [
+                {"id": "a", "tags": ["x", "y", ["t", 1]]},
+                {"id": "b", "tags": ["y"]},
+                {"id": "c", "tags": [["t", 1], "z"]},
+                {"id": "d"},
+            ],
+        )
+        # Over 4 keys too: the helper probes the index range first.
+        for asked in (["y", "x", "nope"], [("t", 1), "z", "y", "x", "w", ("t", 2)], []):
+
+            def both(tx: Transaction, asked: list[Any] = asked) -> tuple[Any, Any]:
+                return tx.lookup_keys("items", "by_tag", asked), tx.lookup("items", "by_tag", asked)
+
+            keys, records = await db.run("items", "readonly", both)
+            want = [[r["id"] for r in group] for group in records.result]
+            assert keys.result == want, (asked, keys.result, want)
+        found = await db.run(
+            "items", "readonly", lambda tx: tx.lookup_keys("items", "by_tag", ["y", ("t", 1)])
+        )
+        assert found.result == [["a", "b"], ["a", "c"]], found.result
+
+
+@check
 async def lookup_returns_every_match_per_key(factory: StoreFactory) -> None:
     async with _Opened(factory) as db:
         await db.put_many(

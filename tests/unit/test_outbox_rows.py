@@ -1,0 +1,245 @@
+"""The outbox's storage: a transaction's entries are one row, which every reader and
+writer of the outbox sees as entries; a database of the older layout (an entry per
+row) keeps its outbox when the new layout opens it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pysync
+from pysync import AppSchema, CollectionSpec, Sync
+from pysync._outbox_rows import LAYOUT, Outbox, idb_version
+from pysync._store import Index, Schema, StoreSchema, Transaction
+from pysync.testing import MemoryBrowser, MemoryDynamo
+
+SCHEMA = AppSchema(1, {"todos": CollectionSpec(), "lists": CollectionSpec()})
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+async def open_tab(browser: MemoryBrowser) -> pysync.Replica:
+    return await pysync.connect("app", "alice", SCHEMA, platform=browser.tab())
+
+
+async def rows(replica: pysync.Replica) -> list[dict[str, Any]]:
+    return await replica.store.query("_outbox")
+
+
+async def test_a_transaction_is_stored_as_one_row_and_read_as_entries() -> None:
+    replica = await open_tab(MemoryBrowser())
+    async with replica.transaction() as tx:
+        tx.put("lists", {"id": "l1", "name": "home"})
+        for i in range(3):
+            tx.put("todos", {"id": f"t{i}", "list": "l1"})
+        tx.delete("todos", "t2")  # created here: the transaction keeps no entry for it
+    await replica["todos"].put({"id": "alone"})
+
+    group, single = await rows(replica)
+    assert [(e["collection"], e["id"]) for e in group["entries"]] == [
+        ("lists", "l1"),
+        ("todos", "t0"),
+        ("todos", "t1"),
+    ]
+    assert group["records"] == [["lists", "l1"], ["todos", "t0"], ["todos", "t1"]]
+    assert "entries" not in single
+    assert single["id"] == "alone"
+    entries = await replica.outbox()
+    assert [e["id"] for e in entries] == ["l1", "t0", "t1", "alone"]
+    assert all("records" not in e and "rejected" not in e for e in entries)
+    assert len({e["group"] for e in entries[:3]}) == 1
+    assert replica.status.pending == 4
+    await replica._refresh_counts()  # the recount agrees with the write's own tally
+    assert replica.status.pending == 4
+    assert await replica.sync_state("todos", "t1") == "pending"
+    assert await replica.sync_state("todos", "t2") == "synced"
+    replica.close()
+
+
+async def test_edits_after_a_transaction_fold_into_its_row_or_follow_it_and_all_land() -> None:
+    dynamo = MemoryDynamo()
+    replica = await open_tab(MemoryBrowser())
+    async with replica.transaction() as tx:
+        tx.put("todos", {"id": "a", "n": 1})
+        tx.put("todos", {"id": "b", "n": 1})
+        tx.put("todos", {"id": "c", "n": 1})
+    await replica["todos"].increment("a", "n", 5)  # pending: folds into the row's entry
+    await replica["todos"].delete("c")  # created here: its entry leaves the row
+    (row,) = await rows(replica)
+    assert [(e["id"], e["value"]) for e in row["entries"]] == [
+        ("a", {"id": "a", "n": 6}),
+        ("b", {"id": "b", "n": 1}),
+    ]
+    await _mark(replica, "inflight")  # as a push sending it would
+    await replica["todos"].increment("b", "n", 2)  # in flight: a new entry follows it
+    _first_a, first_b, later = await replica.outbox()
+    assert (later["id"], later["follows"]) == ("b", first_b["mid"])
+    assert "row" not in later
+    assert replica.status.pending == 3
+
+    report = await Sync(replica, dynamo.connection(), sleep=no_sleep).push()
+    assert report.pushed == 3
+    assert report.rejected == 0
+    assert await rows(replica) == []
+    await replica._refresh_counts()
+    assert replica.status.pending == 0
+    other = await pysync.connect("app", "bob", SCHEMA, platform=MemoryBrowser().tab())
+    await Sync(other, dynamo.connection(), scope="u#alice", sleep=no_sleep).pull()
+    assert await other["todos"].query() == [{"id": "a", "n": 6}, {"id": "b", "n": 3}]
+    for r in (replica, other):
+        r.close()
+
+
+async def test_a_rejected_transaction_counts_each_entry_and_is_discarded_whole() -> None:
+    replica = await open_tab(MemoryBrowser())
+    await replica["todos"].put({"id": "kept", "title": "before"})
+    async with replica.transaction() as tx:
+        tx.put("todos", {"id": "x"})
+        tx.put("todos", {"id": "y"})
+    await _mark(replica, "rejected")
+    await replica._refresh_counts()
+    assert (replica.status.pending, replica.status.rejected) == (1, 2)
+    _, group = await rows(replica)
+    assert group["rejected"] == [e["n"] for e in group["entries"]]
+
+    x = (await replica.outbox())[1]
+    await replica.discard(x["mid"])
+    assert [e["id"] for e in await replica.outbox()] == ["kept"]
+    assert await replica["todos"].get_many(["x", "y"]) == [None, None]
+    assert (replica.status.pending, replica.status.rejected) == (1, 0)
+    replica.close()
+
+
+async def test_reading_many_records_of_one_transaction_reads_its_row_once() -> None:
+    replica = await open_tab(MemoryBrowser())
+    async with replica.transaction() as tx:
+        for i in range(50):
+            tx.put("todos", {"id": f"t{i:02d}"})
+    targets = [("todos", f"t{i:02d}") for i in range(50)]
+    read: list[list[Any]] = []
+
+    def body(tx: Transaction) -> Any:
+        get_many = tx.get_many
+
+        def spy(store: str, keys: Any) -> Any:
+            read.append(list(keys))
+            return get_many(store, keys)
+
+        tx.get_many = spy  # type: ignore[method-assign]
+        return Outbox(tx).read_records([*targets, ("todos", "none")])
+
+    found = await replica.store.run("_outbox", "readonly", body)
+    assert [[e["id"] for e in group] for group in found.result] == [
+        *([t[1]] for t in targets),
+        [],
+    ]
+    assert len(read) == 1
+    assert len(read[0]) == 1
+    replica.close()
+
+
+async def test_an_outbox_of_the_older_layout_is_kept_and_pushed() -> None:
+    """A database written by pysync before the row layout (an entry per row, indexed by
+    ``(collection, id)`` and by state) opens with its outbox whole: counted, followed
+    by new edits, discarded and pushed."""
+    browser = MemoryBrowser()
+    old = await browser.tab().open_store(
+        Schema(
+            "pysync:app:alice",
+            1,
+            (
+                StoreSchema("todos", "id"),
+                StoreSchema("lists", "id"),
+                StoreSchema(
+                    "_outbox",
+                    "n",
+                    (Index("by_record", ("collection", "id")), Index("by_state", "state")),
+                ),
+                StoreSchema("_meta", "key"),
+                StoreSchema("_conflicts", "cid", (Index("by_record", ("collection", "id")),)),
+            ),
+        )
+    )
+    await old.put_many("todos", [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "r", "n": 3}])
+    await old.put_many(
+        "_meta",
+        [
+            {"key": "schema", "version": 1},
+            {"key": "client", "id": "c0ffee0123456789"},
+            {"key": "clock", "hlc": "000000000001000-000003-c0ffee0123456789", "n": 3},
+        ],
+    )
+    await old.put_many(
+        "_outbox",
+        [
+            _old_entry(1, "a", group="g1"),
+            _old_entry(2, "b", group="g1"),
+            _old_entry(3, "r", state="rejected"),
+        ],
+    )
+    old.close()
+
+    replica = await open_tab(browser)
+    assert replica.store.schema.version == idb_version(1)
+    assert (await replica.store.get("_meta", "layout")) == {"key": "layout", "outbox": LAYOUT}
+    assert [e["id"] for e in await replica.outbox()] == ["a", "b", "r"]
+    assert (replica.status.pending, replica.status.rejected) == (2, 1)
+    assert await replica.sync_state("todos", "r") == "rejected"
+    await replica["todos"].increment("b", "n", 10)  # folds into the pending entry
+    assert [e["value"] for e in await replica.outbox()][:2] == [
+        {"id": "a", "n": 1},
+        {"id": "b", "n": 12},
+    ]
+    await replica.discard("mid-3")
+    assert await replica["todos"].get("r") is None
+
+    dynamo = MemoryDynamo()
+    report = await Sync(replica, dynamo.connection(), sleep=no_sleep).push()
+    assert (report.pushed, report.rejected) == (2, 0)
+    assert await replica.outbox() == []
+    other = await pysync.connect("app", "bob", SCHEMA, platform=MemoryBrowser().tab())
+    await Sync(other, dynamo.connection(), scope="u#alice", sleep=no_sleep).pull()
+    assert await other["todos"].query() == [{"id": "a", "n": 1}, {"id": "b", "n": 12}]
+    for r in (replica, other):
+        r.close()
+
+
+def _old_entry(n: int, key: str, *, group: str | None = None, state: str = "pending") -> Any:
+    value = {"id": key, "n": {"a": 1, "b": 2, "r": 3}[key]}
+    return {
+        "n": n,
+        "mid": f"mid-{n}",
+        "collection": "todos",
+        "id": key,
+        "op": "put",
+        "value": value,
+        "set": {},
+        "inc": {},
+        "base": None,
+        "base_v": None,
+        "base_m": None,
+        "follows": None,
+        "new": True,
+        "hlc": f"000000000001000-00000{n}-c0ffee0123456789",
+        "group": group,
+        "state": state,
+        "error": None if state == "pending" else {"code": "X", "message": "no", "at": 1},
+    }
+
+
+async def _mark(replica: pysync.Replica, state: str) -> None:
+    """Set every entry's state, as the push does (through the rows)."""
+
+    def body(tx: Transaction) -> None:
+        outbox = Outbox(tx)
+
+        def write(entries: list[dict[str, Any]]) -> None:
+            for entry in entries:
+                if entry["group"] is not None:
+                    outbox.put({**entry, "state": state})
+            outbox.issue()
+
+        outbox.read_all().then(write)
+
+    await replica.store.run("_outbox", "readwrite", body)
