@@ -381,24 +381,10 @@ class Database(ABC):
         )
         return found.result
 
-    async def slices(
-        self, store: str, size: int, limit: int | None = None
-    ) -> AsyncIterator[list[Record]]:
-        """The records of ``store`` in key order, ``size`` at a time, each slice read in
-        a transaction of its own (a short task over a big store; records may change
-        between slices); at most ``limit`` in all."""
-        spec = self.schema.store(store)
-
-        async def read(after: KeyRange | None, want: int) -> tuple[list[Record], Any]:
-            records = await self.query(store, range=after, limit=want)
-            return records, primary_key(spec, records[-1]) if records else None
-
-        async for records in _slices(read, size, limit):
-            yield records
-
     async def key_slices(self, store: str, size: int) -> AsyncIterator[list[Any]]:
-        """The primary keys of ``store`` in key order, ``size`` at a time, as
-        :meth:`slices` reads its records (only the keys are read)."""
+        """The primary keys of ``store`` in key order, ``size`` at a time, each slice
+        read in a transaction of its own (a short task over a big store; keys may
+        change between slices). Only the keys are read."""
 
         async def read(after: KeyRange | None, want: int) -> tuple[list[Any], Any]:
             read = await self.run(
@@ -407,26 +393,21 @@ class Database(ABC):
             keys = read.result
             return keys, keys[-1] if keys else None
 
-        async for keys in _slices(read, size, None):
+        async for keys in _slices(read, size):
             yield keys
 
 
 async def _slices(
-    read: Callable[[KeyRange | None, int], Awaitable[tuple[list[T], Any]]],
-    size: int,
-    limit: int | None,
+    read: Callable[[KeyRange | None, int], Awaitable[tuple[list[T], Any]]], size: int
 ) -> AsyncIterator[list[T]]:
     """Slices of up to ``size`` from ``read(after, want)`` (the slice and its last key),
-    each starting after the last key of the one before; at most ``limit`` in all."""
+    each starting after the last key of the one before."""
     after: KeyRange | None = None
-    done = 0
-    while limit is None or done < limit:
-        want = size if limit is None else min(size, limit - done)
-        found, last = await read(after, want)
+    while True:
+        found, last = await read(after, size)
         if found:
             yield found
-        done += len(found)
-        if len(found) < want:
+        if len(found) < size:
             return
         after = KeyRange.at_least(last, open=True)
 
