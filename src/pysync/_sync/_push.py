@@ -35,7 +35,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -259,43 +259,46 @@ class Pusher:
         > 1 in packs of up to ``pack`` entries, each pack one ``TransactWriteItems``.
         A second entry of a record already in the window, or in a round still out,
         waits for a later round, so each record's changes still land in order. The
-        oldest ``window * 2`` entries (and those out)
-        usually decide; the whole outbox is read only when they cannot (a group,
-        or many rejected entries), so a long outbox is not read once per round.
+        outbox is read oldest first, a slice at a time, until what was read decides
+        (see :meth:`_pick`): a long outbox is not read once per round.
         """
-        entries, complete = await self._oldest(self.window * 2 + len(busy))
-        batches, decided = self._pick(entries, busy)
-        if not decided and not complete:
-            batches, _ = self._pick((await self._oldest(None))[0], busy)
+        batches: list[list[Entry]] = []
+        entries: list[Entry] = []
+        async with contextlib.aclosing(self._slices()) as slices:
+            async for found in slices:
+                entries += found
+                batches, decided = self._pick(entries, busy)
+                if decided:
+                    break
         return batches
 
-    async def _oldest(self, limit: int | None) -> tuple[list[Entry], bool]:
-        """At least the oldest ``limit`` outbox entries (all: ``None``), and whether
-        they are all there are.
+    async def _slices(self) -> AsyncGenerator[list[Entry], None]:
+        """The outbox's entries, oldest first, about READ_SLICE at a time, each slice
+        read in a transaction and a short task of its own (reading and decoding
+        thousands at once was one long task).
 
-        Read in slices of about READ_SLICE entries, a transaction and a short task
-        each (reading and decoding thousands at once was one long task). A row may
-        hold a transaction's entries: a first slice of one row tells how wide rows
-        are. Entries may change between slices: what is sent is what the marking in
-        flight reads back.
+        A row may hold a whole transaction's entries: a first slice of one row tells
+        how wide the rows are. Entries may change between slices: what is sent is
+        what the marking in flight reads back.
         """
-        entries: list[Entry] = []
         after: KeyRange | None = None
         size = 1
-        while limit is None or len(entries) < limit:
+        while True:
             rows = await self.replica.store.query(OUTBOX, range=after, limit=size)
             found = entries_of(rows)
-            entries += found
+            if found:
+                yield found
             if len(rows) < size:
-                return entries, True
+                return
             after = KeyRange.at_least(rows[-1]["n"], open=True)
-            size = max(1, READ_SLICE * len(rows) // max(1, len(found)))
-        return entries, False
+            size = max(1, READ_SLICE * len(rows) // len(found))
 
     def _pick(
         self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
     ) -> tuple[list[list[Entry]], bool]:
-        """The next batches from these oldest entries, and whether they sufficed."""
+        """The next batches from these oldest entries, and whether they suffice: the
+        window is full, a record came twice, a group follows singles, or a group is
+        stored whole in one row. Otherwise more entries may change the choice."""
         singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
         # A record's changes land in order: those behind a rejected one wait for the app
@@ -317,7 +320,9 @@ class Pusher:
                 if singles:
                     decided = True
                     break
-                return [members], False
+                # A transaction stored as one row has all its entries in it; those of
+                # an older layout are rows of their own, which a later slice may hold.
+                return [members], "row" in entry
             if record in records or len(singles) == self.window:
                 decided = True
                 break
