@@ -458,8 +458,9 @@ class _Applier:
         self.rejected = 0
 
     def body(self, tx: Transaction) -> None:
-        # Every read in one step: the clock, the records (one batched read per
-        # collection) and their outbox entries, whatever the size.
+        # Every read at once, whatever the size: the clock, the records (one batched
+        # read per collection) and their outbox entries (a second step reads the
+        # rows that hold them, each once, when several records are asked).
         clock = tx.get(META, "clock")
         targets = list(dict.fromkeys((w.collection, w.key) for w in self.writes))
         by_collection: dict[str, list[Key]] = {}

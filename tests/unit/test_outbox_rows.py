@@ -243,3 +243,37 @@ async def _mark(replica: pysync.Replica, state: str) -> None:
         outbox.read_all().then(write)
 
     await replica.store.run("_outbox", "readwrite", body)
+
+
+async def test_dropping_an_entry_of_a_row_gone_or_unread_never_drops_the_row() -> None:
+    """An acknowledgement may come after the row went (another tab's push acknowledged
+    it): dropping it is a no-op, never a delete of a row whose other entries were
+    not read."""
+    replica = await open_tab(MemoryBrowser())
+    async with replica.transaction() as tx:
+        tx.put("todos", {"id": "a"})
+        tx.put("todos", {"id": "b"})
+    a, b = await replica.outbox()
+
+    def drop_unread(tx: Transaction) -> None:
+        outbox = Outbox(tx)
+        outbox.delete(a)  # its row was not read in this transaction
+        outbox.issue()
+
+    await replica.store.run("_outbox", "readwrite", drop_unread)
+    assert [e["id"] for e in await replica.outbox()] == ["a", "b"]
+
+    def drop_read(tx: Transaction) -> None:
+        outbox = Outbox(tx)
+
+        def drop(_: object) -> None:
+            outbox.delete(a)
+            outbox.issue()
+
+        outbox.read_records([("todos", "a")]).then(drop)
+
+    await replica.store.run("_outbox", "readwrite", drop_read)
+    assert [e["id"] for e in await replica.outbox()] == ["b"]
+    await replica.store.run("_outbox", "readwrite", drop_read)  # gone: nothing happens
+    assert [e["mid"] for e in await replica.outbox()] == [b["mid"]]
+    replica.close()
