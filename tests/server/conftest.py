@@ -208,7 +208,8 @@ def claims(user: str = "alice", **extra: Any) -> dict[str, Any]:
         "aud": AUDIENCE,
         "iss": ISSUER,
         "iat": now,
-        "exp": now + 600,
+        # A day: tokens made at import (module constants) must outlive a slow suite.
+        "exp": now + 24 * 3600,
     }
     base.update(extra)
     return {k: v for k, v in base.items() if v is not None}
