@@ -73,6 +73,8 @@ BULK_N = 10_000
 # Documents per transaction in the bulk rows: the most a transaction() may change.
 BULK_PER_TX = 100
 QUERY_HITS = 1_000
+# Single puts timed step by step (the breakdown), after as many warming up.
+PUT_PHASE_N = 500
 
 # Defined once in the page's Python; each coroutine returns a JSON string.
 PAGE_CODE = r"""
@@ -188,12 +190,13 @@ async def range_query(app, low, high):
     return json.dumps([ms, len(docs)])
 
 
-# -- where the bulk rows' time goes ---------------------------------------------------
+# -- where the time goes ---------------------------------------------------------------
 # Each transaction, between marks: the tx.put calls (validation); the replica and store
 # setting up; the body queueing the reads; the call that sends them to IndexedDB; the
 # wait for their results; computing the writes; the call that sends them (and asks to
 # commit); the commit; what follows it (status, notifications). Summed over the
-# transactions of a bulk run.
+# transactions of a bulk run (per > 1), or over single puts (per == 1: a put's
+# validation counts in "set up").
 PHASES = (
     "validate (tx.put calls)",
     "set up",
@@ -251,10 +254,14 @@ async def bulk_phases(app, n, per):
         t0 = now()
         for start in range(0, n, per):
             marks[:] = [now()]
-            async with db.transaction() as tx:
-                for doc in docs[start : start + per]:
-                    tx.put("items", doc)
+            if per == 1:
                 marks.append(now())
+                await db["items"].put(docs[start])
+            else:
+                async with db.transaction() as tx:
+                    for doc in docs[start : start + per]:
+                        tx.put("items", doc)
+                    marks.append(now())
             marks.append(now())
             assert len(marks) == len(PHASES) + 1, "unexpected steps"
             for name, a, b in zip(PHASES, marks, marks[1:]):
@@ -403,8 +410,9 @@ def designs_phase() -> dict[str, list[float]]:
     return times
 
 
-def phases_phase(args: argparse.Namespace) -> list[dict[str, float]]:
-    """The bulk breakdown, each run in a browser of its own after a warm-up of 1,000."""
+def phases_phase(args: argparse.Namespace) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """The bulk breakdown, each run in a browser of its own after a warm-up of 1,000;
+    and the single put's, ms per put (PUT_PHASE_N puts after as many warm up)."""
     phases = []
     for _ in range(args.phase_runs):
         with _fresh_page() as page:
@@ -413,7 +421,12 @@ def phases_phase(args: argparse.Namespace) -> list[dict[str, float]]:
                 page.run_python_json(f"await bulk_phases('bench-phases', {BULK_N}, {BULK_PER_TX})")
             )
     _log(f"bulk phases: {phases}")
-    return phases
+    with _fresh_page() as page:
+        page.run_python_json(f"await bulk_phases('bench-warm', {PUT_PHASE_N}, 1)")
+        totals = page.run_python_json(f"await bulk_phases('bench-put', {PUT_PHASE_N}, 1)")
+    put = {k: v / PUT_PHASE_N for k, v in totals.items() if k != "validate (tx.put calls)"}
+    _log(f"single put phases (ms per put): {put}")
+    return phases, put
 
 
 def _paired(a: list[float], b: list[float]) -> float:
@@ -520,6 +533,7 @@ def notes(
     puts: dict[str, list[float]],
     bulk: dict[str, list[float]],
     phases: list[dict[str, float]],
+    put_phases: dict[str, float],
     designs: dict[str, list[float]],
 ) -> list[str]:
     """Where the time goes, the floor and what would lower it, from this run's numbers."""
@@ -532,7 +546,14 @@ def notes(
         f"({put['js_pysync_requests'] / put['js_strict']:.1f}x): that is the floor of the "
         f"design; the other {put['pysync'] - put['js_pysync_requests']:.1f} ms are Python "
         "(building the requests, the JSON that carries them, the outbox logic) and the two "
-        "crossings between Python and JavaScript (the reads, then the writes)."
+        "crossings between Python and JavaScript (the reads, then the writes). Step by step "
+        f"(mean of {PUT_PHASE_N} puts, instrumented, {put_phases['total']:.2f} ms each): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in put_phases.items() if k != "total")
+        + " ms. The two calls into JavaScript are mostly IndexedDB's own synchronous work "
+        "(beginning the transaction, making each request), which plain JS pays too; waiting "
+        "is the browser's; what is left is Python: validating and computing the record and the "
+        "entry, resuming after the reads and after the commit (a turn of the event loop), "
+        "and telling live queries and the other tabs (a BroadcastChannel message)."
     ]
     if phases:
         phase = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
@@ -596,7 +617,7 @@ def main() -> None:
         puts = single_put_phase(page, args)
     bulk = bulk_phase(args)
     query = query_phase(args)
-    phases = phases_phase(args)
+    phases, put_phases = phases_phase(args)
     designs = designs_phase()
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -623,9 +644,10 @@ def main() -> None:
         },
         "method": METHOD,
         "rows": [*rows(puts, bulk, query), *design_rows(designs)],
-        "notes": notes(puts, bulk, phases, designs),
+        "notes": notes(puts, bulk, phases, put_phases, designs),
         "designs_ms": designs,
         "bulk_phases_ms": [{k: round(v, 1) for k, v in p.items()} for p in phases],
+        "put_phases_ms": {k: round(v, 3) for k, v in put_phases.items()},
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
