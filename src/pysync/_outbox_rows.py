@@ -25,12 +25,12 @@ takes back changed ones: the rest of pysync works with entries alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any, Protocol
 
 from ._documents import Key
 from ._outbox import OUTBOX, REJECTED, Entry
-from ._store import Index, Request, StoreSchema, Transaction
+from ._store import Database, Index, KeyRange, Request, StoreSchema, Transaction
 
 Row = dict[str, Any]
 Target = tuple[str, Key]
@@ -100,6 +100,27 @@ class _Writer(Protocol):
     def put(self, store: str, record: dict[str, Any]) -> None: ...
 
     def delete(self, store: str, key: Any) -> None: ...
+
+
+async def slices(store: Database, size: int) -> AsyncGenerator[list[Entry], None]:
+    """Every outbox entry, oldest first, about ``size`` at a time, each slice read in a
+    transaction and a short task of its own (reading and decoding thousands at once
+    is one long task).
+
+    A row may hold a whole transaction's entries: a first slice of one row tells how
+    wide the rows are. Entries may change between slices.
+    """
+    after: KeyRange | None = None
+    want = 1
+    while True:
+        rows = await store.query(OUTBOX, range=after, limit=want)
+        found = entries_of(rows)
+        if found:
+            yield found
+        if len(rows) < want:
+            return
+        after = KeyRange.at_least(rows[-1]["n"], open=True)
+        want = max(1, size * len(rows) // len(found))
 
 
 def counts(tx: Transaction) -> tuple[Request[int], Request[int]]:

@@ -728,6 +728,31 @@ async def test_bug10_a_changelog_expired_up_to_its_head_goes_unnoticed(make_devi
     assert await a.replica["docs"].get("d") == {"id": "d", "x": 1}
 
 
+async def test_bug17_a_discarded_delete_revives_what_a_base_sync_saw_deleted(
+    make_device: Any,
+) -> None:
+    """Found by the randomized model (seeds 5003256, 5003299): a document deleted on
+    the server for good (no tombstone) while this device deleted it too left a base
+    sync nothing to meet, neither an item nor a local key, so no mark; discarding the
+    refused delete put the document back, and no pull read it again."""
+    db = MemoryDynamo()
+    a = await make_device(db)
+    await a.replica["docs"].put({"id": "d", "x": 1})
+    await a.sync.sync()
+    key = {"pk": {"S": SCOPE}, "sk": {"S": sort_key("app", "docs", "d")}}
+    db.handle("DeleteItem", {"TableName": TABLE, "Key": key})  # a writer bypassing pysync
+    await a.replica["docs"].delete("d")
+    a.remote.fail_next(1, RemoteError("ValidationException", "refused", 400, {}), operations=WRITES)
+    await a.sync.push()
+    head = int((db.item(f"{TABLE}_changes", SCOPE, 0) or {})["head"]["N"])
+    db.drop_changes(SCOPE, below=head + 1)  # every entry a has not read expired
+    assert (await a.sync.pull()).base_sync
+    (entry,) = await a.replica.outbox()
+    await a.replica.discard(entry["mid"])  # d comes back as a last knew it
+    await a.sync.sync()
+    assert await a.replica["docs"].get("d") is None  # as on the server
+
+
 async def test_a_skipped_change_does_not_hold_the_cursor_back(make_device: Any) -> None:
     db = MemoryDynamo()
     a, b = await make_device(db), await make_device(db)

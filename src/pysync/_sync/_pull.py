@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._documents import Key
 from .._marshal import to_attr
 from .._outbox import OUTBOX, Entry
+from .._outbox_rows import slices as outbox_slices
 from .._schema import META, set_index_keys
 from .._store import KeyRange, Request, Transaction, Writes
 from ._items import (
@@ -482,16 +483,20 @@ class Puller:
         return head
 
     async def _drop_unseen(self, seen: set[tuple[str, Key]], head: int, report: PullReport) -> None:
-        """Delete local records the server no longer has (unless edits are pending)."""
-        doomed: list[_Change] = []
+        """Delete local records the server no longer has (unless edits are pending:
+        those are marked stale, and read again once their edits are gone)."""
+        doomed: dict[tuple[str, Key], None] = {}
         for collection in self.replica.schema.collections:
             # Only the keys (decoding every record cost a tenth of a base sync), in
             # key-ordered slices: no long task over a big store.
             async for keys in self.replica.store.key_slices(collection, SCAN):
-                for key in keys:
-                    if (collection, key) not in seen:
-                        doomed.append(_Change(collection, key, head, None, None))
-        await self.apply(doomed, report, cursor=head, force=True)
+                doomed.update(dict.fromkeys((collection, key) for key in keys))
+        # A record deleted here by a pending edit has no key to scan, but a discard of
+        # that edit puts it back: its mark makes a later pull read the server's.
+        async for entries in outbox_slices(self.replica.store, SCAN):
+            doomed.update(dict.fromkeys((e["collection"], e["id"]) for e in entries))
+        changes = [_Change(c, key, head, None, None) for c, key in doomed if (c, key) not in seen]
+        await self.apply(changes, report, cursor=head, force=True)
 
 
 def _mutation(entry: dict[str, Any]) -> str | None:

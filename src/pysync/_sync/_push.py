@@ -35,7 +35,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,10 +44,11 @@ from .._errors import StoreError
 from .._marshal import to_attr, to_item
 from .._merge import Strategy, merge
 from .._outbox import INFLIGHT, OUTBOX, PENDING, REJECTED, Entry, apply_patch, replay
-from .._outbox_rows import Outbox, entries_of
+from .._outbox_rows import Outbox
+from .._outbox_rows import slices as outbox_slices
 from .._remote import Remote, RemoteError
 from .._schema import CONFLICTS, META, with_index_keys
-from .._store import KeyRange, Transaction, Writes
+from .._store import Transaction, Writes
 from ._batcher import Batcher
 from ._items import State, base_state_of, document_of, sort_key, state_of, tomb_key
 
@@ -264,34 +265,13 @@ class Pusher:
         """
         batches: list[list[Entry]] = []
         entries: list[Entry] = []
-        async with contextlib.aclosing(self._slices()) as slices:
+        async with contextlib.aclosing(outbox_slices(self.replica.store, READ_SLICE)) as slices:
             async for found in slices:
                 entries += found
                 batches, decided = self._pick(entries, busy)
                 if decided:
                     break
         return batches
-
-    async def _slices(self) -> AsyncGenerator[list[Entry], None]:
-        """The outbox's entries, oldest first, about READ_SLICE at a time, each slice
-        read in a transaction and a short task of its own (reading and decoding
-        thousands at once was one long task).
-
-        A row may hold a whole transaction's entries: a first slice of one row tells
-        how wide the rows are. Entries may change between slices: what is sent is
-        what the marking in flight reads back.
-        """
-        after: KeyRange | None = None
-        size = 1
-        while True:
-            rows = await self.replica.store.query(OUTBOX, range=after, limit=size)
-            found = entries_of(rows)
-            if found:
-                yield found
-            if len(rows) < size:
-                return
-            after = KeyRange.at_least(rows[-1]["n"], open=True)
-            size = max(1, READ_SLICE * len(rows) // len(found))
 
     def _pick(
         self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
