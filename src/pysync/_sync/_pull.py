@@ -393,7 +393,8 @@ class Puller:
                     report.applied += 1
                     if unmark:
                         tx.delete(META, self._stale_mark(target)["key"])
-                writes.issue(tx)
+                # A base sync's page of 500 in steps of 100: one long task otherwise.
+                writes.issue(tx, per_step=APPLY_CHUNK)
                 set_cursor(tx)
 
             def counted(pending: int) -> None:
