@@ -39,8 +39,6 @@ from ._schema import KeyRange, Schema, StoreSchema, primary_key
 T = TypeVar("T")
 U = TypeVar("U")
 Mode = Literal["readonly", "readwrite"]
-#: The key :meth:`Transaction.next_step` reads (any key will do; an absent one is cheapest).
-_NO_KEY = "\uffff:next-step"
 Record = dict[str, Any]
 
 _ASYNC_BODY = (
@@ -198,14 +196,6 @@ class Transaction(ABC):
         """Delete every record of ``store``."""
         self._check(store, write=True)
         self._clear(store)
-
-    def next_step(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` in a later step of this transaction (in a browser, a task
-        of its own), where it may make more requests: a long run of requests split
-        this way keeps each of the page's tasks short."""
-        # A read keeps the transaction alive until its callback runs: a point read of
-        # a key no store of pysync's holds costs next to nothing.
-        self.get_many(self.stores[0], [_NO_KEY]).then(lambda _: callback())
 
     def abort(self) -> None:
         """Abort: nothing this transaction wrote is kept."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 from ._base import Transaction
@@ -36,32 +35,12 @@ class Writes:
         else:
             runs.append((kind, [item]))
 
-    def issue(self, tx: Transaction, per_step: int | None = None) -> None:
-        """Make the queued requests in ``tx`` and forget them.
-
-        ``per_step``: at most that many writes in each step of the transaction, the
-        others in later steps (:meth:`Transaction.next_step`): encoding and issuing
-        hundreds of records at once is one long task of the page.
-        """
-        requests = [
-            (store, kind, items[i : i + (per_step or len(items))])
-            for store, runs in self._runs.items()
-            for kind, items in runs
-            for i in range(0, len(items), per_step or len(items))
-        ]
-        self._runs = {}
-
-        def issue_from(first: int) -> None:
-            done = 0
-            for at in range(first, len(requests)):
-                store, kind, items = requests[at]
-                if per_step is not None and done and done + len(items) > per_step:
-                    tx.next_step(functools.partial(issue_from, at))
-                    return
-                done += len(items)
+    def issue(self, tx: Transaction) -> None:
+        """Make the queued requests in ``tx`` and forget them."""
+        for store, runs in self._runs.items():
+            for kind, items in runs:
                 if kind == "put":
                     tx.put_many(store, items)
                 else:
                     tx.delete_many(store, items)
-
-        issue_from(0)
+        self._runs = {}

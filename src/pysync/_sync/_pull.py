@@ -393,8 +393,7 @@ class Puller:
                     report.applied += 1
                     if unmark:
                         tx.delete(META, self._stale_mark(target)["key"])
-                # A base sync's page of 500 in steps of 100: one long task otherwise.
-                writes.issue(tx, per_step=APPLY_CHUNK)
+                writes.issue(tx)
                 set_cursor(tx)
 
             def counted(pending: int) -> None:

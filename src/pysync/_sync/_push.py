@@ -152,9 +152,6 @@ _TRANSACTION_LEVEL = frozenset({"ReturnValues", "ReturnConsumedCapacity"})
 ROUNDS_AHEAD = 2
 #: Outbox entries read (and decoded) per store transaction when choosing what to send.
 READ_SLICE = 100
-#: Writes per step (a task of the page) when a round is marked in flight, and when its
-#: acknowledgements are stored.
-ACK_STEP = 100
 
 
 class Pusher:
@@ -639,9 +636,7 @@ class Pusher:
             def rewrite(found: dict[int, Entry]) -> None:
                 for entry in found.values():
                     outbox.put(change(entry))
-                writes = Writes()
-                outbox.issue(writes)
-                writes.issue(tx, per_step=ACK_STEP)
+                outbox.issue()
 
             outbox.read_entries(batch).then(rewrite)
 
@@ -675,7 +670,7 @@ class Pusher:
                     target = (entry["collection"], entry["id"])
                     self._ack(outbox, writes, entry, server_doc, state, current[target], entries)
                 outbox.issue(writes)
-                writes.issue(tx, per_step=ACK_STEP)  # a round's records: short tasks
+                writes.issue(tx)
 
             outbox.read_records(targets).then(done)
 

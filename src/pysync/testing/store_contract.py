@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _errors as errors
-from .._store import Database, Index, KeyRange, Schema, StoreSchema, Transaction, Writes
+from .._store import Database, Index, KeyRange, Schema, StoreSchema, Transaction
 from ._factories import StoreFactory
 
 Check = Callable[[StoreFactory], Awaitable[None]]
@@ -612,37 +612,6 @@ async def many_keys_read_like_one_at_a_time(factory: StoreFactory) -> None:
             found = (await db.run("items", "readonly", lookup(asked))).result
             one_by_one = [(await db.run("items", "readonly", lookup([k]))).result[0] for k in asked]
             _same(found, one_by_one, f"lookup({asked!r})")
-
-
-@check
-async def writes_issued_in_steps_commit_or_abort_as_one(factory: StoreFactory) -> None:
-    async with _Opened(factory) as db:
-
-        def steps(tx: Transaction) -> None:
-            writes = Writes()
-            for i in range(250):
-                writes.put("items", {"id": f"s{i:03d}", "n": i})
-            writes.delete("log", 1)
-            writes.issue(tx, per_step=100)
-
-        await db.put("log", {"seq": 1})
-        await db.run(["items", "log"], "readwrite", steps)
-        assert await db.count("items") == 250
-        assert await db.get("log", 1) is None
-
-        def failing(tx: Transaction) -> None:
-            writes = Writes()
-            for i in range(250):
-                writes.put("items", {"id": f"f{i:03d}"})
-            writes.issue(tx, per_step=100)
-            tx.next_step(lambda: tx.next_step(_fail))  # after the writes' own steps
-
-        await _raises(RuntimeError, db.run("items", "readwrite", failing))
-        assert await db.count("items") == 250  # none of the failing transaction's
-
-
-def _fail() -> None:
-    raise RuntimeError("a later step fails")
 
 
 @check
