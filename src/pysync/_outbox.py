@@ -9,7 +9,8 @@ An entry describes one record's pending change::
      "group": "…" | None, "state": "pending" | "inflight" | "rejected",
      "error": None | {"code": …, "message": …, "at": ms (when refused)},
      "since": 41, "sent": ms (once sent), "merged": bool (a conflict's result),
-     "unsure": bool (rejected after an attempt whose outcome is unknown)}
+     "unsure": bool (rejected after an attempt whose outcome is unknown),
+     "row": 16 (an entry of a transaction: the n of the row holding it, see _outbox_rows)}
 
 ``base`` is the record as the server had it when the first folded edit was made
 (the common ancestor of a three-way merge), ``base_v`` and ``base_m`` the
