@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from .._errors import (
@@ -385,31 +385,18 @@ class Database(ABC):
         """The primary keys of ``store`` in key order, ``size`` at a time, each slice
         read in a transaction of its own (a short task over a big store; keys may
         change between slices). Only the keys are read."""
+        after: KeyRange | None = None
+        while True:
 
-        async def read(after: KeyRange | None, want: int) -> tuple[list[Any], Any]:
-            read = await self.run(
-                store, "readonly", lambda tx: tx.keys(store, range=after, limit=want)
-            )
-            keys = read.result
-            return keys, keys[-1] if keys else None
+            def body(tx: Transaction, span: KeyRange | None = after) -> Request[list[Any]]:
+                return tx.keys(store, range=span, limit=size)
 
-        async for keys in _slices(read, size):
-            yield keys
-
-
-async def _slices(
-    read: Callable[[KeyRange | None, int], Awaitable[tuple[list[T], Any]]], size: int
-) -> AsyncIterator[list[T]]:
-    """Slices of up to ``size`` from ``read(after, want)`` (the slice and its last key),
-    each starting after the last key of the one before."""
-    after: KeyRange | None = None
-    while True:
-        found, last = await read(after, size)
-        if found:
-            yield found
-        if len(found) < size:
-            return
-        after = KeyRange.at_least(last, open=True)
+            keys = (await self.run(store, "readonly", body)).result
+            if keys:
+                yield keys
+            if len(keys) < size:
+                return
+            after = KeyRange.at_least(keys[-1], open=True)
 
 
 async def _settle(tx: Transaction) -> None:

@@ -352,8 +352,9 @@ class Puller:
             any_tombs = None if force else tx.count(META, range=tomb_range)
             tombs: Request[list[dict[str, Any] | None]] | None = None
 
-            def ready(entries: list[list[Any]]) -> None:
-                waiting = {t for t, group in zip(targets, entries, strict=True) if group}
+            def ready(pending: list[list[Any]]) -> None:
+                # Per target, the keys of the outbox rows holding its entries.
+                waiting = {t for t, rows in zip(targets, pending, strict=True) if rows}
                 current: dict[tuple[str, Key], dict[str, Any] | None] = {}
                 for collection, records in (found or {}).items():
                     targets_of = ((collection, k) for k in keys[collection])
