@@ -529,7 +529,7 @@ class _Applier:
             # Before any write is issued: the exception aborts the store transaction.
             # A transaction folds only into its own entries: they are all new, and
             # stored as one row.
-            mine = self._check_size(entries)
+            mine = self._transaction_entries(entries)
             if mine:
                 outbox.add_transaction(mine)
         self.clock = stamp
@@ -544,9 +544,9 @@ class _Applier:
             old is not None and old["state"] == REJECTED
         )
 
-    def _check_size(self, entries: dict[tuple[str, Key], list[Entry]]) -> list[Entry]:
-        """The transaction's entries; refuses a transaction that its push could never
-        send (see MAX_TRANSACTION_DOCUMENTS)."""
+    def _transaction_entries(self, entries: dict[tuple[str, Key], list[Entry]]) -> list[Entry]:
+        """The transaction's own entries, once its writes folded; raises if there are
+        more than its push could send (see MAX_TRANSACTION_DOCUMENTS)."""
         # Count what the push sends: the group's entries once the writes folded (several
         # writes to a document make one entry; a cancelled one, none). A document's
         # entry of this transaction, if any, is its last.
