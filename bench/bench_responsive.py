@@ -638,8 +638,8 @@ async def probed(page: Page, code: str, interval_s: float) -> dict[str, Any]:
 
 
 # The browser's own record of the page's main-thread tasks: wall time (dur) and the
-# thread's CPU time (tdur). On a loaded machine a task's wall time includes the time its
-# thread waited for a CPU.
+# thread's CPU time (tdur). A task's wall time also includes the time its thread was off
+# the CPU: waiting for one on a loaded machine, or blocked.
 TRACE_CATEGORIES = ["toplevel", "blink.user_timing"]
 
 
@@ -1163,8 +1163,9 @@ def notes(
             )
             text += (
                 f" The browser's trace saw {_n(len(pairs), 'main-thread task')} over 50 ms "
-                f"wall time; {spread}, the rest of each was the thread waiting "
-                f"for a CPU; {_n(row['tasks_over_50ms_cpu'], 'task')} used over 50 ms of CPU "
+                f"wall time; {spread}, the rest of each was the thread off the CPU "
+                f"(waiting for one, or blocked); {_n(row['tasks_over_50ms_cpu'], 'task')} used "
+                f"over 50 ms of CPU "
                 f"(longest {row['longest_task_cpu_ms']} ms). The main thread was busy "
                 f"{_ms(sum(t['busy_wall_ms'] for t in threads))} wall, "
                 f"{_ms(sum(t['busy_cpu_ms'] for t in threads))} CPU."
@@ -1364,7 +1365,8 @@ def method(a: argparse.Namespace) -> str:
         "handler records `performance.now() - event.timeStamp`; the idle row is the probe "
         f"alone for {a.idle_s:g} s. A Chrome trace (categories `toplevel`, `blink.user_timing`) "
         "of each operation gives the same tasks' main-thread CPU time (`tdur`): on this shared "
-        "2-CPU machine a task's wall time also holds the time its thread waited for a CPU. "
+        "2-CPU machine a task's wall time also holds the time its thread was off the CPU "
+        "(waiting for one, or blocked). "
         f"Python's cyclic GC is timed with `gc.callbacks`. Goal per operation: {GOAL_TEXT} "
         "(wall time, as the user feels it). Each operation then runs "
         "again with Pyodide's event-loop steps timed (`asyncio.Handle._run` wrapped: each is "
