@@ -590,6 +590,17 @@ async def clicker(page: Page, done: Callable[[], bool], interval_s: float) -> in
     return count
 
 
+def major_faults() -> int:
+    """The machine's major page faults so far (a page read back from disk blocks the
+    thread that touched it: a task's wall time without its CPU time)."""
+    with open("/proc/vmstat") as vmstat:
+        for line in vmstat:
+            name, _, value = line.partition(" ")
+            if name == "pgmajfault":
+                return int(value)
+    return 0
+
+
 def _input_stats(latencies: list[float]) -> dict[str, Any]:
     if not latencies:
         return {"clicks": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -608,9 +619,11 @@ async def probed(page: Page, code: str, interval_s: float) -> dict[str, Any]:
     supported = await page.js("() => longTasks.start()")
     await page.py("gc_watch(True)")
     await page.browser.start_tracing(page=page.page, categories=TRACE_CATEGORIES)
+    faults = major_faults()
     operation = asyncio.ensure_future(page.py(code))
     sent = await clicker(page, operation.done, interval_s)
     run = json.loads(await operation)
+    run["major_faults"] = major_faults() - faults
     run["main_thread"] = main_thread_tasks(await page.browser.stop_tracing())
     run["python_gc"] = json.loads(await page.py("gc_watch(False)"))
     await asyncio.sleep(0.2)  # the last clicks' handlers
@@ -1170,6 +1183,14 @@ def notes(
                 f"{_ms(sum(t['busy_wall_ms'] for t in threads))} wall, "
                 f"{_ms(sum(t['busy_cpu_ms'] for t in threads))} CPU."
             )
+        faults = [r["major_faults"] for r in responsive[key] if "major_faults" in r]
+        if faults:
+            seconds = sum(r["ms"] for r in responsive[key] if "major_faults" in r) / 1000
+            text += (
+                f" The machine took {sum(faults):,} major page faults meanwhile "
+                f"({sum(faults) / seconds:.1f} a second; each blocks the thread that touched "
+                "the page until it is read back from disk)."
+            )
         elif any("error" in r.get("main_thread", {}) for r in responsive[key]):
             text += (
                 " The browser's trace of this run is incomplete (its buffer filled before the "
@@ -1366,7 +1387,8 @@ def method(a: argparse.Namespace) -> str:
         f"alone for {a.idle_s:g} s. A Chrome trace (categories `toplevel`, `blink.user_timing`) "
         "of each operation gives the same tasks' main-thread CPU time (`tdur`): on this shared "
         "2-CPU machine a task's wall time also holds the time its thread was off the CPU "
-        "(waiting for one, or blocked). "
+        "(waiting for one, or blocked); the machine's major page faults (`/proc/vmstat` "
+        "`pgmajfault`) are counted over each operation. "
         f"Python's cyclic GC is timed with `gc.callbacks`. Goal per operation: {GOAL_TEXT} "
         "(wall time, as the user feels it). Each operation then runs "
         "again with Pyodide's event-loop steps timed (`asyncio.Handle._run` wrapped: each is "
