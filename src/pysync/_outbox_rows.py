@@ -25,7 +25,7 @@ takes back changed ones: the rest of pysync works with entries alone.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Collection, Iterable
 from typing import Any, Protocol
 
 from ._documents import Key
@@ -102,15 +102,25 @@ class _Writer(Protocol):
     def delete(self, store: str, key: Any) -> None: ...
 
 
-async def slices(store: Database, size: int) -> AsyncGenerator[list[Entry], None]:
+async def slices(
+    store: Database, size: int, past: Collection[int] = ()
+) -> AsyncGenerator[list[Entry], None]:
     """Every outbox entry, oldest first, about ``size`` at a time, each slice read in a
     transaction and a short task of its own (reading and decoding thousands at once
     is one long task).
 
     A row may hold a whole transaction's entries: a first slice of one row tells how
-    wide the rows are. Entries may change between slices.
+    wide the rows are. Entries may change between slices. The oldest rows whose keys
+    are in ``past`` are passed without being read (only their keys are).
     """
     after: KeyRange | None = None
+    if past:
+        # At most len(past) keys are in it: one more tells where the others begin.
+        probe = await store.run(OUTBOX, "readonly", lambda tx: tx.keys(OUTBOX, limit=len(past) + 1))
+        first = next((key for key in probe.result if key not in past), None)
+        if first is None:
+            return
+        after = KeyRange.at_least(first)
     want = 1
     while True:
         rows = await store.query(OUTBOX, range=after, limit=want)

@@ -277,3 +277,25 @@ async def test_dropping_an_entry_of_a_row_gone_or_unread_never_drops_the_row() -
     await replica.store.run("_outbox", "readwrite", drop_read)  # gone: nothing happens
     assert [e["mid"] for e in await replica.outbox()] == [b["mid"]]
     replica.close()
+
+
+async def test_slices_pass_the_leading_rows_they_are_told_to_and_read_the_rest() -> None:
+    """The push passes unread the rows of its plain writes still out, most often the
+    oldest: only those leading the outbox are passed; any after the first row to be
+    read is read too (the reader tells them apart)."""
+    from pysync._outbox_rows import slices
+
+    replica = await open_tab(MemoryBrowser())
+    for i in range(6):
+        await replica["todos"].put({"id": f"t{i}"})
+    first, second, _, fourth, *_ = [row["n"] for row in await rows(replica)]
+
+    async def read(past: set[int]) -> list[str]:
+        return [
+            e["id"] for found in [s async for s in slices(replica.store, 2, past)] for e in found
+        ]
+
+    assert await read(set()) == [f"t{i}" for i in range(6)]
+    assert await read({first, second, fourth}) == ["t2", "t3", "t4", "t5"]
+    assert await read({row["n"] for row in await rows(replica)}) == []
+    replica.close()

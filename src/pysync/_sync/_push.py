@@ -35,7 +35,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -194,12 +194,11 @@ class Pusher:
         total = self.replica.status.pending
         since: int | None = None
         self._remote = Batcher(self.remote, self.batch, self.concurrency)  # of this event loop
-        # Rounds sent and not yet acknowledged: their entries (by ``n``) and their task.
-        rounds: list[tuple[set[int], asyncio.Future[None]]] = []
+        # Rounds sent and not yet acknowledged: their entries and their task.
+        rounds: list[tuple[list[Entry], asyncio.Future[None]]] = []
         try:
             while True:
-                busy = {n for numbers, _ in rounds for n in numbers}
-                batches = await self._next(busy)
+                batches = await self._next([e for entries, _ in rounds for e in entries])
                 if not batches:
                     if not rounds:
                         return report
@@ -215,8 +214,8 @@ class Pusher:
                 stored = await self._set_inflight([e for batch in batches for e in batch], since)
                 batches = [[stored[e["n"]] for e in b if e["n"] in stored] for b in batches]
                 batches = [batch for batch in batches if batch]
-                numbers = {entry["n"] for batch in batches for entry in batch}
-                rounds.append((numbers, asyncio.ensure_future(self._round(batches, report))))
+                sent = [entry for batch in batches for entry in batch]
+                rounds.append((sent, asyncio.ensure_future(self._round(batches, report))))
                 if len(rounds) >= ROUNDS_AHEAD:
                     await rounds.pop(0)[1]
         except asyncio.CancelledError:
@@ -251,9 +250,9 @@ class Pusher:
             raise
         await self._acked(acks)
 
-    async def _next(self, busy: set[int] | frozenset[int] = frozenset()) -> list[list[Entry]]:
-        """The next entries to send together, oldest first, besides those in ``busy``
-        (the ``n`` of entries of rounds still out).
+    async def _next(self, out: Sequence[Entry] = ()) -> list[list[Entry]]:
+        """The next entries to send together, oldest first, besides those ``out`` (the
+        entries of rounds not yet acknowledged).
 
         Either one transaction group alone, or up to ``window`` single entries of
         different records: each alone (a plain conditional write), or with ``pack``
@@ -261,30 +260,37 @@ class Pusher:
         A second entry of a record already in the window, or in a round still out,
         waits for a later round, so each record's changes still land in order. The
         outbox is read oldest first, a slice at a time, until what was read decides
-        (see :meth:`_pick`): a long outbox is not read once per round.
+        (see :meth:`_pick`): a long outbox is not read once per round. The rows of the
+        plain writes still out, most often the oldest, are passed unread.
         """
+        busy = {entry["n"] for entry in out}
+        records = {(entry["collection"], entry["id"]) for entry in out}
+        # A transaction's row may hold rejected entries besides those out: it is read.
+        plain = {entry["n"] for entry in out if "row" not in entry}
         batches: list[list[Entry]] = []
         entries: list[Entry] = []
-        async with contextlib.aclosing(outbox_slices(self.replica.store, READ_SLICE)) as slices:
+        found_slices = outbox_slices(self.replica.store, READ_SLICE, plain)
+        async with contextlib.aclosing(found_slices) as slices:
             async for found in slices:
                 entries += found
-                batches, decided = self._pick(entries, busy)
+                batches, decided = self._pick(entries, busy, records)
                 if decided:
                     break
         return batches
 
     def _pick(
-        self, entries: list[Entry], busy: set[int] | frozenset[int] = frozenset()
+        self, entries: list[Entry], busy: set[int], out: set[tuple[str, Any]]
     ) -> tuple[list[list[Entry]], bool]:
-        """The next batches from these oldest entries, and whether they suffice: the
-        window is full, a record came twice, a group follows singles, or a group is
-        stored whole in one row. Otherwise more entries may change the choice."""
+        """The next batches from these oldest entries (``busy``: the ``n`` of those
+        still out, of the records ``out``), and whether they suffice: the window is
+        full, a record came twice, a group follows singles, or a group is stored whole
+        in one row. Otherwise more entries may change the choice."""
         singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
         # A record's changes land in order: those behind a rejected one wait for the app
         # to retry or discard it, those behind one still out for its outcome (the other
         # records go on).
-        blocked: set[tuple[str, Any]] = set()
+        blocked: set[tuple[str, Any]] = set(out)
         decided = False
         for entry in entries:
             record = (entry["collection"], entry["id"])
