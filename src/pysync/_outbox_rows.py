@@ -163,13 +163,16 @@ class Outbox:
         """Every entry, oldest first."""
         return self.tx.query(OUTBOX).map(self._keep)
 
-    def read_records(self, targets: list[Target]) -> Request[list[list[Entry]]]:
-        """For each ``(collection, id)``, its entries, oldest first."""
+    def read_records(
+        self, targets: list[Target], skip: Collection[int] = ()
+    ) -> Request[list[list[Entry]]]:
+        """For each ``(collection, id)``, its entries, oldest first, but those of the rows
+        whose keys are in ``skip`` (plain rows the caller holds: they are not read)."""
         result: Request[list[list[Entry]]] = Request()
 
         def split(rows: list[Row]) -> None:
             by_record: dict[Target, list[Entry]] = {target: [] for target in targets}
-            for entry in self._keep(rows):
+            for entry in self._keep(r for r in rows if r["n"] not in skip):
                 found = by_record.get((entry["collection"], entry["id"]))
                 if found is not None:
                     found.append(entry)
@@ -180,7 +183,7 @@ class Outbox:
         else:
             # A transaction's row matches each of its records: it is read once.
             def read(keys: list[list[Any]]) -> None:
-                unique = list(dict.fromkeys(k for group in keys for k in group))
+                unique = list(dict.fromkeys(k for group in keys for k in group if k not in skip))
                 if unique:
                     self.tx.get_many(OUTBOX, unique).then(
                         lambda rows: split([r for r in rows if r is not None])

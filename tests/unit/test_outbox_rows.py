@@ -299,3 +299,32 @@ async def test_slices_pass_the_leading_rows_they_are_told_to_and_read_the_rest()
     assert await read({first, second, fourth}) == ["t2", "t3", "t4", "t5"]
     assert await read({row["n"] for row in await rows(replica)}) == []
     replica.close()
+
+
+async def test_reading_records_skips_the_plain_rows_the_reader_holds() -> None:
+    """The push's acknowledgement holds the plain entries it sent: their rows are not
+    read again, only the other rows of their records (a follower's)."""
+    replica = await open_tab(MemoryBrowser())
+    for i in range(3):
+        await replica["todos"].put({"id": f"t{i}"})
+    sent = await replica.outbox()
+    async with replica.transaction() as tx:  # t1's follower, in a row of its own
+        tx.put("todos", {"id": "t1", "more": True})
+        tx.put("todos", {"id": "t9"})
+    read: list[list[Any]] = []
+
+    def body(tx: Transaction) -> Any:
+        get_many = tx.get_many
+
+        def spy(store: str, keys: Any) -> Any:
+            read.append(list(keys))
+            return get_many(store, keys)
+
+        tx.get_many = spy  # type: ignore[method-assign]
+        targets = [("todos", e["id"]) for e in sent]
+        return Outbox(tx).read_records(targets, skip={e["n"] for e in sent})
+
+    found = await replica.store.run("_outbox", "readonly", body)
+    assert [[e["id"] for e in group] for group in found.result] == [[], ["t1"], []]
+    assert [len(keys) for keys in read] == [1]  # the transaction's row alone
+    replica.close()

@@ -678,7 +678,9 @@ class Pusher:
                 outbox.issue(writes)
                 writes.issue(tx)
 
-            outbox.read_records(targets).then(done)
+            # An acknowledged plain write's own row is only deleted: not read again.
+            own = {entry["n"] for entry, _, _ in acks if "row" not in entry}
+            outbox.read_records(targets, skip=own).then(done)
 
         await self.replica.store.run([*keys, OUTBOX, META], "readwrite", body)
 
