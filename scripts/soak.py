@@ -76,7 +76,10 @@ async def _soak(args: argparse.Namespace, endpoint: Any) -> dict[str, Any]:
         programs = [args.replay]
     else:
         seeds = range(args.start, args.start + args.seeds)
-        programs = [from_seed(s, max_steps=args.max_steps, avoid=avoid) for s in seeds]
+        drawn: dict[str, Any] = {"max_steps": args.max_steps, "avoid": avoid}
+        if args.old_layout_share is not None:
+            drawn["old_layout_share"] = args.old_layout_share
+        programs = [from_seed(s, **drawn) for s in seeds]
     started = time.monotonic()
     for program in programs:
         outcome = await run(program, args.runner, endpoint)
@@ -117,6 +120,7 @@ async def _soak(args: argparse.Namespace, endpoint: Any) -> dict[str, Any]:
         "first_seed": args.start,
         "avoid": sorted(avoid),
         "max_steps": args.max_steps,
+        "old_layout_share": args.old_layout_share,
         "seconds": round(time.monotonic() - started, 1),
         "failed": len(failures),
         "failures_by_promise": dict(sorted(promises.items())),
@@ -135,6 +139,12 @@ def main() -> int:
     parser.add_argument("--runner", choices=("memory", "stack", "chromium"), default="memory")
     parser.add_argument("--max-steps", type=int, default=80)
     parser.add_argument("--avoid", default="", help="step kinds not to draw, e.g. nocontract,lag")
+    parser.add_argument(
+        "--old-layout-share",
+        type=float,
+        help="share of steps with an old_layout step before them (default: the model's, "
+        "0.015; e.g. 0.1 to sweep the outbox upgrade)",
+    )
     parser.add_argument(
         "--minimize", type=int, default=150, help="runs to spend minimizing a failure (0: none)"
     )

@@ -32,9 +32,14 @@ retry and discard of a rejected change, offline and online, reload (close,
 reopen on the same storage), crash (cancel a push with a write in flight that
 lands, never lands, or lands at the next step; reopen), schema upgrade (reopen
 with version + 1: a new index and a migration step over documents and queued
-changes), clock jumps; and the device's network faults: lost replies (the write
-lands; 1, or 8 in a row so the push gives up; network error or 500), 5xx and
-throttling bursts before anything lands, permanent refusals of the next write,
+changes), old layout (the device's database rewritten as the pysync before outbox
+layout 2 stored it -- an entry per ``_outbox`` row, the ``by_record``/``by_state``
+indexes, IndexedDB version = app version, no layout row: :mod:`.layout` -- then
+opened with today's, which upgrades it; a third of them with an app upgrade at
+once, two in five after a crash as above), clock jumps; and the device's network
+faults: lost replies (the write lands; 1, or 8 in a row so the push gives up;
+network error or 500), 5xx and throttling bursts before anything lands,
+permanent refusals of the next write,
 and the one fault only a batch has: its whole reply lost after all its calls
 were applied (the next 1 or 4 batches of two or more calls, a write among
 them: every call gets a network error). In a batch each call meets the faults
@@ -122,6 +127,11 @@ P7 increments: every write to a live counter that leaves it live moved ``n`` by
 P8 stamped (worlds whose consumer stamps): each final item's (``_v``, ``_m``)
    names one state: no earlier entry of the record had that pair with another
    document.
+U  upgrade (each old layout step, checked at once): the outbox opened by today's
+   pysync holds every entry the older layout held, unchanged (after an app upgrade:
+   its number, mutation id, record, operation, group, state, follows and error),
+   the documents are unchanged, the status counts its pending and rejected entries,
+   and each record with entries has the sync state they give it.
 L  local: an edit leaves the document as the API says (put replaces, patch sets,
    increment adds); a transaction's documents are its writes applied in order;
    a failed transaction writes nothing.

@@ -153,6 +153,12 @@ class PageTab:
     async def open_store(self, schema: Any) -> Any:
         return await self.real.open_store(schema)
 
+    async def delete_store(self, name: str) -> None:
+        """Delete the IndexedDB database ``name`` (every connection to it closed)."""
+        from pysync._store import delete_indexeddb
+
+        await delete_indexeddb(name)
+
     def channel(self, name: str, on_message: Callable[[dict[str, Any]], None]) -> _Channel:
         inner = self.real.channel(name, on_message)
         close = _once(inner.close)
@@ -259,8 +265,10 @@ class PageHarness:
             errors, remote.errors = remote.errors, []
         return json.dumps({"result": result, "errors": errors})
 
-    async def do_open(self, config: dict[str, Any]) -> None:
-        """A device on this page's IndexedDB: fresh, or carrying on after a page reload."""
+    async def do_open(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """A device on this page's IndexedDB: fresh, or carrying on after a page reload
+        (``old_layout``: its database rewritten as an older pysync stored it first, then
+        opened: what :meth:`PyDevice.reopen_old_layout` answers)."""
         import js
 
         from pysync import HttpRemote
@@ -284,8 +292,14 @@ class PageHarness:
         )
         if config.get("state"):
             device.restore(config["state"])
-        await device.open()
         self.device, self.user = device, config["user"]
+        if config.get("old_layout"):  # the database as an older pysync left it, first
+            upgrade: dict[str, Any] = await device.reopen_old_layout(
+                config["old_layout"]["version"]
+            )
+            return upgrade
+        await device.open()
+        return None
 
     async def do_crash_begin(self, land: str) -> dict[str, Any]:
         """``PyDevice.crash`` up to the tab's death: a push until its first write hangs
@@ -558,21 +572,31 @@ class ChromiumDevice:
             "life": 0,
         }
         self.draw = _page_draws(world.seed, index)
+        #: The same for old layout steps, apart: the others draw as they did before them.
+        self.layout_draw = _page_draws(world.seed, index, "old_layout")
 
     async def _call(self, name: str, *args: Any, limit_s: float = CALL_TIMEOUT_S) -> Any:
         return await self.slot.call(name, list(args), limit_s)
 
-    async def open(self, state: dict[str, Any] | None = None) -> None:
-        await self._call("open", {**self.config, "state": state})
+    async def open(
+        self, state: dict[str, Any] | None = None, old_layout: dict[str, Any] | None = None
+    ) -> Any:
+        return await self._call("open", {**self.config, "state": state, "old_layout": old_layout})
 
-    async def _new_life(self, state: dict[str, Any]) -> None:
+    async def _new_life(
+        self, state: dict[str, Any], old_layout: dict[str, Any] | None = None
+    ) -> Any:
         self.config["life"] += 1
-        await self.open(state)
+        return await self.open(state, old_layout)
 
     def _page(self, kind: str) -> bool:
-        """Whether this reload, upgrade or crash is a real page event (counted by kind)."""
-        page = self.draw.random() < self.world.lab.page_share
-        self.world.lab.counts[f"{kind}:{'page' if page else 'in page'}"] += 1
+        """Whether this reload, upgrade, crash or old layout is a real page event (counted by
+        kind)."""
+        lab = self.world.lab
+        layout = kind == "old_layout"
+        page = (self.layout_draw if layout else self.draw).random() < lab.page_share
+        counts = lab.layout_counts if layout else lab.counts
+        counts[f"{kind}:{'page' if page else 'in page'}"] += 1
         return page
 
     async def edit(self, op: dict[str, Any]) -> dict[str, Any]:
@@ -635,6 +659,24 @@ class ChromiumDevice:
         await self._new_life(state)
         return dict(begun)
 
+    async def old_layout(self, version: int | None, land: str | None) -> dict[str, Any]:
+        """In the page (``PyDevice.old_layout``), or across a real page event: the page
+        reloads (``land`` None) or is closed with a push's write hanging (as a crash),
+        and the next one rewrites the database before it opens it."""
+        if not self._page("old_layout"):
+            result: dict[str, Any] = await self._call("old_layout", version, land)
+            return result
+        if land is None:
+            begun: dict[str, Any] = {"ok": True}
+            state = await self._call("state")
+            await self.slot.reload()
+        else:
+            begun = await self._call("crash_begin", land)
+            state = begun.pop("state")
+            await self.slot.reopen()
+        upgrade = await self._new_life(state, {"version": version})
+        return {**begun, **upgrade}
+
     async def set_online(self, online: bool) -> None:
         await self._call("set_online", online)
 
@@ -655,9 +697,10 @@ class ChromiumDevice:
         await self._call("close", True, limit_s=30)
 
 
-def _page_draws(seed: int, index: int) -> random.Random:
-    """Which reloads and crashes of a device are real page events: drawn from the seed."""
-    return random.Random(f"{seed}:{index}")
+def _page_draws(seed: int, index: int, kind: str = "") -> random.Random:
+    """Which reloads and crashes of a device (``kind`` old_layout: which of its old layout
+    steps) are real page events: drawn from the seed."""
+    return random.Random(f"{seed}:{index}:{kind}" if kind else f"{seed}:{index}")
 
 
 def page_events(program: Program, page_share: float) -> Counter[str]:
@@ -889,6 +932,9 @@ class ChromiumLab:
         self.slots: dict[int, Slot] = {}
         self.users: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()
+        #: How old layout steps were played (``old_layout:page``, ``old_layout:in page``),
+        #: apart from :attr:`counts`, which :func:`page_events` foretells.
+        self.layout_counts: Counter[str] = Counter()
         #: Errors of the real network and servers the pages met (expected: none).
         self.errors: list[str] = []
         #: Programs whose step log differed from memory's: (seed, where). Both runs may
@@ -925,9 +971,10 @@ class ChromiumLab:
         ``differential``, in memory too (see :attr:`divergences`)."""
         from .runner import run_program
 
-        before = Counter(self.counts)
+        before, layouts = Counter(self.counts), Counter(self.layout_counts)
         outcome = await run_program(program, self.world(program))
         outcome.ops.update({f"chromium {k}": v for k, v in (self.counts - before).items()})
+        outcome.ops.update({f"chromium {k}": v for k, v in (self.layout_counts - layouts).items()})
         if self.differential:
             with deterministic_ids(program.get("seed")):
                 memory = await run_program(program, memory_world(program))

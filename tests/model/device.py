@@ -128,6 +128,13 @@ class Device(Protocol):
         lands (``yes``), never does (``no``) or lands at the next step (``later``)."""
         ...
 
+    async def old_layout(self, version: int | None, land: str | None) -> dict[str, Any]:
+        """Rewrite the database as the pysync before outbox layout 2 stored it and open it
+        again with today's (``version``: a higher app version too; ``land``: crash first,
+        as :meth:`crash`). ``{"ok", "in_flight"?, "entries", "states", "grouped",
+        "transactions", "problems": [what the upgrade did not keep]}``."""
+        ...
+
     async def set_online(self, online: bool) -> None: ...
 
     async def advance_clock(self, ms: int) -> None: ...
@@ -650,6 +657,12 @@ class PyDevice:
         raise outcome  # the push failed otherwise: a bug
 
     async def crash(self, land: str) -> dict[str, Any]:
+        result = await self._die(land)
+        await self.open()
+        return result
+
+    async def _die(self, land: str) -> dict[str, Any]:
+        """:meth:`crash` up to the tab's death (its database closed, not opened again)."""
         push, in_flight = await self.hang_push(land)
         # The tab dies: nothing of it runs again (its store is closed before the
         # cancelled push could write to it).
@@ -661,8 +674,93 @@ class PyDevice:
         if not push.done():
             raise Livelock(f"the push went on {CANCEL_SECONDS:g} s after it was cancelled")
         outcome = (await asyncio.gather(push, return_exceptions=True))[0]
-        await self.open()
         return self.crashed(outcome, in_flight)
+
+    async def old_layout(
+        self, version: int | None = None, land: str | None = None
+    ) -> dict[str, Any]:
+        """Close the replica (``land``: crash it as :meth:`crash` does), rewrite its
+        database as the pysync before outbox layout 2 stored it (:mod:`.layout`) and open
+        it again with today's, at ``version`` if given (an app upgrade at once). What
+        the rewrite found, and ``problems``: what today's pysync did not keep of it."""
+        if land is None:
+            self.db.close()
+            result: dict[str, Any] = {"ok": True}
+        else:
+            result = await self._die(land)
+        return {**result, **await self.reopen_old_layout(version)}
+
+    async def reopen_old_layout(self, version: int | None = None) -> dict[str, Any]:
+        """:meth:`old_layout` once the replica is closed (or its tab gone)."""
+        from .layout import OUTBOX, rewrite_as_layout_1
+
+        tab = self.browser.tab()
+        delete = getattr(tab, "delete_store", None)
+        if delete is None:  # the in-memory browser
+            delete = self.browser.storage.delete_database
+        current = schema(self.version).store_schema(f"pysync:{APP}:{self.user}")
+        found = await rewrite_as_layout_1(tab, delete, current, self.version)
+        if version is not None:
+            self.version = version
+        await self.open()
+        entries = found["old"][OUTBOX]
+        return {
+            "entries": len(entries),
+            "states": dict(sorted(Counter(str(e["state"]) for e in entries).items())),
+            "grouped": sum(1 for e in entries if e.get("group") is not None),
+            "transactions": found["transactions"],
+            "problems": await self._kept(found, upgraded=version is not None),
+        }
+
+    async def _kept(self, found: dict[str, Any], upgraded: bool) -> list[str]:
+        """What today's pysync, opening a database of layout 1, did not keep of it: every
+        entry as it was (``upgraded``: its identity and state), every document, the counts
+        of the status and each record's sync state."""
+        from .layout import OUTBOX, old_entry
+
+        problems: list[str] = []
+        was = {int(e["n"]): e for e in found["old"][OUTBOX]}
+        now = {int(e["n"]): old_entry(e) for e in await self.outbox()}
+        fields = ("n", "mid", "collection", "id", "op", "group", "state", "follows", "error")
+        for n in sorted(was.keys() | now.keys()):
+            before, after = was.get(n), now.get(n)
+            if before is None or after is None:
+                problems.append(f"outbox entry {n} {'lost' if after is None else 'appeared'}")
+            else:
+                # An app upgrade rewrites an entry's documents (the migration's steps).
+                same = (
+                    all(before.get(f) == after.get(f) for f in fields)
+                    if upgraded
+                    else before == after
+                )
+                if not same:
+                    problems.append(f"outbox entry {n} changed: {before} -> {after}")
+        docs = {
+            name: {
+                r["id"]: {k: v for k, v in r.items() if not k.startswith("_")}
+                for r in found["rows"][name]
+            }
+            for name in (DOCS, COUNTERS)
+        }
+        if await self.documents() != docs:
+            problems.append(f"documents changed: {docs} -> {await self.documents()}")
+        rejected = sum(1 for e in was.values() if e["state"] == "rejected")
+        status = self.db.status
+        if (status.pending, status.rejected) != (len(was) - rejected, rejected):
+            problems.append(
+                f"status counts pending={status.pending} rejected={status.rejected}, the "
+                f"outbox holds {len(was) - rejected} and {rejected}"
+            )
+        states: dict[tuple[str, Any], str] = {}
+        for e in was.values():
+            target = (e["collection"], e["id"])
+            if e["state"] == "rejected" or target not in states:
+                states[target] = "rejected" if e["state"] == "rejected" else "pending"
+        for (coll, key), expected in states.items():
+            state = await self.db.sync_state(coll, key)
+            if state != expected:
+                problems.append(f"sync_state of {coll}#{key} is {state}, not {expected}")
+        return problems
 
     async def state(self) -> dict[str, Any]:
         """What outlives the tab (JSON): clock, connectivity, schema version, faults not

@@ -10,9 +10,9 @@ printed, stored and replayed by any runner::
      "options": [{"push_batch": 2, "pack_size": 1, "push_concurrency": 8}, ...]}
 
 ``options`` are each device's ``Sync`` push options (:func:`sync_options`: a
-program recorded without them runs with the library's defaults). They and the
-``batch_lost`` steps are drawn after everything else, so a seed draws the same
-other steps as before they existed.
+program recorded without them runs with the library's defaults). They, the
+``batch_lost`` steps and then the ``old_layout`` steps are drawn after everything
+else, so a seed draws the same other steps as before they existed.
 
 Every value a write sets is unique in the program (``v<step>.<n>``), so the
 oracle can tell exactly which write a value came from. Counters (collection
@@ -69,6 +69,13 @@ DEVICE_STEPS = {
 #: two or more calls, a write among them) lands, its whole reply is lost. Drawn after
 #: everything else, so that a seed's other steps are the ones it drew before batches.
 BATCH_LOST_SHARE = 0.04
+#: The share of steps with an ``old_layout`` device step before them: the device's
+#: database is rewritten as the pysync before outbox layout 2 stored it (an entry per
+#: row, older indexes, IndexedDB version = app version) and opened again with today's,
+#: which upgrades it; ``upgrade`` (a third): with the app's version + 1 at once;
+#: ``land`` (two in five): a crash first, with a write in flight that lands, never
+#: does or lands at the next step. Drawn after everything else (batches included).
+OLD_LAYOUT_SHARE = 0.015
 WORLD_STEPS = {
     "outside": 6,  # a writer that is not pysync, straight to DynamoDB
     "lag": 1,  # the changelog stops following (stack: the consumer stops)
@@ -274,6 +281,25 @@ def _with_batch_faults(
     return out
 
 
+def _with_old_layouts(
+    c: Chooser, steps: list[Step], devices: int, avoid: frozenset[str], share: float
+) -> list[Step]:
+    """``steps`` with ``old_layout`` steps drawn in (``share``: see :data:`OLD_LAYOUT_SHARE`)."""
+    out: list[Step] = []
+    for step in steps:
+        if c.chance(share):
+            old = {
+                "do": "old_layout",
+                "dev": c.int(0, devices - 1),
+                "upgrade": c.chance(1 / 3),
+                "land": c.pick([None, None, None, "yes", "no", "later"]),
+            }
+            if "old_layout" not in avoid:
+                out.append(old)
+        out.append(step)
+    return out
+
+
 def _options(c: Chooser) -> dict[str, int]:
     """One device's ``Sync`` push options."""
     return {
@@ -297,12 +323,14 @@ def generate(
     max_steps: int = 80,
     max_devices: int = 3,
     avoid: frozenset[str] = frozenset(),
+    old_layout_share: float = OLD_LAYOUT_SHARE,
 ) -> Program:
     """A program: 2 or 3 devices, their strategies and push options, and a step list.
 
     ``avoid``: kinds of steps not to draw (each becomes a plain sync, or a
     catch-up of the changelog), and ``nocontract`` for outside writers that all
-    follow the bypass contract; to look past a known bug.
+    follow the bypass contract; to look past a known bug. ``old_layout_share``: how
+    many ``old_layout`` steps (:data:`OLD_LAYOUT_SHARE`; more to sweep the upgrade).
     """
     devices = c.int(2, max_devices)
     strategies = [c.pick(STRATEGIES) for _ in range(devices)]
@@ -317,6 +345,7 @@ def generate(
     # Last: a seed's steps and resolutions stay the ones drawn before these existed.
     options = [_options(c) for _ in range(devices)]
     steps = _with_batch_faults(c, steps, devices, frozenset(avoid))
+    steps = _with_old_layouts(c, steps, devices, frozenset(avoid), old_layout_share)
     return {
         "seed": seed,
         "avoid": sorted(avoid),

@@ -280,6 +280,13 @@ class Run:
         elif do == "upgrade":
             self.versions[i] += 1
             await device.reload(self.versions[i])
+        elif do == "old_layout":
+            version = None
+            if step.get("upgrade"):
+                self.versions[i] += 1
+                version = self.versions[i]
+            result = await device.old_layout(version, step.get("land"))
+            self._old_layout(i, step, result)
         elif do == "crash":
             if "op" in step:
                 self._edited(i, [step["op"]], [await device.edit(step["op"])])
@@ -314,6 +321,26 @@ class Run:
                     "writes": True,
                 }
             )
+
+    def _old_layout(self, dev: int, step: Step, result: dict[str, Any]) -> None:
+        """Count what an ``old_layout`` step rewrote; its problems are broken promises (U)."""
+        if step.get("land") is not None:
+            if result.get("in_flight"):
+                self.faults[f"old_layout:crash, write in flight, lands {step['land']}"] += 1
+            else:
+                self.faults["old_layout:crash, no write in flight"] += 1
+        self.ops["old_layout:with an app upgrade"] += bool(step.get("upgrade"))
+        self.ops["old_layout:entries"] += result["entries"]
+        self.ops["old_layout:entries of transactions"] += result["grouped"]
+        self.ops["old_layout:transactions stored as one row"] += result["transactions"]
+        for state, count in result["states"].items():
+            self.ops[f"old_layout:{state} entries"] += count
+        for problem in result["problems"]:
+            self.problems.append(
+                f"U upgrade: dev{dev}'s database of outbox layout 1 at step {self.step_no}: "
+                f"{problem}"
+            )
+        self.log.append(f"  -> {_short({k: v for k, v in result.items() if k != 'problems'})}")
 
     def _edited(self, dev: int, ops: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
         for op, result in zip(ops, results, strict=False):
