@@ -111,6 +111,17 @@ async def test_a_rejected_transaction_counts_each_entry_and_is_discarded_whole()
     replica.close()
 
 
+def _spy_on_get_many(tx: Transaction, read: list[list[Any]]) -> None:
+    """Record in ``read`` the keys of each ``get_many`` of ``tx``."""
+    get_many = tx.get_many
+
+    def spy(store: str, keys: Any) -> Any:
+        read.append(list(keys))
+        return get_many(store, keys)
+
+    tx.get_many = spy  # type: ignore[method-assign]
+
+
 async def test_reading_many_records_of_one_transaction_reads_its_row_once() -> None:
     replica = await open_tab(MemoryBrowser())
     async with replica.transaction() as tx:
@@ -120,13 +131,7 @@ async def test_reading_many_records_of_one_transaction_reads_its_row_once() -> N
     read: list[list[Any]] = []
 
     def body(tx: Transaction) -> Any:
-        get_many = tx.get_many
-
-        def spy(store: str, keys: Any) -> Any:
-            read.append(list(keys))
-            return get_many(store, keys)
-
-        tx.get_many = spy  # type: ignore[method-assign]
+        _spy_on_get_many(tx, read)
         return Outbox(tx).read_records([*targets, ("todos", "none")])
 
     found = await replica.store.run("_outbox", "readonly", body)
@@ -314,13 +319,7 @@ async def test_reading_records_skips_the_plain_rows_the_reader_holds() -> None:
     read: list[list[Any]] = []
 
     def body(tx: Transaction) -> Any:
-        get_many = tx.get_many
-
-        def spy(store: str, keys: Any) -> Any:
-            read.append(list(keys))
-            return get_many(store, keys)
-
-        tx.get_many = spy  # type: ignore[method-assign]
+        _spy_on_get_many(tx, read)
         targets = [("todos", e["id"]) for e in sent]
         return Outbox(tx).read_records(targets, skip={e["n"] for e in sent})
 
