@@ -674,10 +674,14 @@ def push_phase(
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, 1)
     boto3_push(client, "u#" + names.next("warm"), args.push_warmup, THREADS)
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in PUSH_VARIANTS}
-    for round_ in range(args.push_runs):
-        variants = [key for key, _, _ in PUSH_VARIANTS if key in args.push_variants]
+    chosen = [key for key, _, _ in PUSH_VARIANTS if key in args.push_variants]
+    # The goal's pair runs more rounds (alone, taking turns): one run of each swings by
+    # more than the gap between them on this machine.
+    goal_pair = [key for key in ("pysync", "boto3_threads16") if key in chosen]
+    rounds = [chosen] * args.push_runs + [goal_pair] * args.push_goal_runs
+    for round_, variants in enumerate(rounds):
         if round_ % 2 == 0:
-            variants.reverse()
+            variants = variants[::-1]
         for variant in variants:
             user = names.next("push")
             if variant == "pysync":
@@ -748,6 +752,10 @@ def push_rows(push: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return out
 
 
+def _per_run(runs: list[dict[str, Any]], n: int) -> str:
+    return ", ".join(f"{_rate(run, n):,.0f}" for run in runs)
+
+
 def push_notes(push: dict[str, Any], sweep: list[dict[str, Any]], n: int) -> list[str]:
     """Prose from the push's numbers: the cost of each option, and the sweep."""
     rows = {key: row for (key, _, _), row in zip(PUSH_VARIANTS, push_rows(push, n), strict=True)}
@@ -757,7 +765,9 @@ def push_notes(push: dict[str, Any], sweep: list[dict[str, Any]], n: int) -> lis
         f"Push: pysync's default sends each change as one conditional PutItem "
         f"({ours['wcu_per_change']:g} WCU per change), a round's writes up to "
         f"{PUSH_BATCH} per HTTP request in a batch the proxy fans out as single writes: "
-        f"{ours['items_per_s']:,.0f} items/s, {ours['ratio']:.2f}x boto3 {THREADS} threads. "
+        f"{ours['items_per_s']:,.0f} items/s, {ours['ratio']:.2f}x boto3 {THREADS} threads "
+        f"(medians of {ours['runs']} runs each; items/s per run, taking turns: pysync "
+        f"{_per_run(push['pysync'], n)}, boto3 {_per_run(push['boto3_threads16'], n)}). "
         f"Sent one request per change (`push_batch=1`): {alone['items_per_s']:,.0f} "
         f"items/s ({alone['ratio']:.2f}x); plain JS posting those single requests reaches "
         f"{floor['items_per_s']:,.0f} items/s ({floor['ratio']:.2f}x): each request costs "
@@ -972,6 +982,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--push-n", type=int, default=10_000, help="pending mutations to push")
     parser.add_argument("--push-runs", type=int, default=1, help="measured rounds of push")
+    parser.add_argument(
+        "--push-goal-runs",
+        type=int,
+        default=2,
+        help="more rounds of the default push and boto3 16 threads alone (the goal's ratio)",
+    )
     parser.add_argument("--push-warmup", type=int, default=100, help="items of the warm-up push")
     parser.add_argument(
         "--push-sweep",
@@ -1021,7 +1037,8 @@ def main() -> None:
         "setup": (
             f"DynamoDB Local in memory, proxy in a uvicorn thread of the benchmark process; "
             f"push: {args.push_warmup}-item warm-up, then {args.push_runs} round(s) of "
-            f"{args.push_n} items per variant; base sync: {args.pull_n} items, "
+            f"{args.push_n} items per variant and {args.push_goal_runs} more of the default "
+            f"push and boto3 {THREADS} threads (medians); base sync: {args.pull_n} items, "
             f"{args.pull_runs} round(s) per variant after one unmeasured; variants alternate"
         ),
         "push_n_note": (
