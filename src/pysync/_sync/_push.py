@@ -263,7 +263,6 @@ class Pusher:
         (see :meth:`_pick`): a long outbox is not read once per round. The rows of the
         plain writes still out, most often the oldest, are passed unread.
         """
-        busy = {entry["n"] for entry in out}
         records = {(entry["collection"], entry["id"]) for entry in out}
         # A transaction's row may hold rejected entries besides those out: it is read.
         plain = {entry["n"] for entry in out if "row" not in entry}
@@ -273,18 +272,18 @@ class Pusher:
         async with contextlib.aclosing(found_slices) as slices:
             async for found in slices:
                 entries += found
-                batches, decided = self._pick(entries, busy, records)
+                batches, decided = self._pick(entries, records)
                 if decided:
                     break
         return batches
 
     def _pick(
-        self, entries: list[Entry], busy: set[int], out: set[tuple[str, Any]]
+        self, entries: list[Entry], out: set[tuple[str, Any]]
     ) -> tuple[list[list[Entry]], bool]:
-        """The next batches from these oldest entries (``busy``: the ``n`` of those
-        still out, of the records ``out``), and whether they suffice: the window is
-        full, a record came twice, a group follows singles, or a group is stored whole
-        in one row. Otherwise more entries may change the choice."""
+        """The next batches from these oldest entries (``out``: the records of entries
+        still out, among them or passed unread), and whether they suffice: the window
+        is full, a record came twice, a group follows singles, or a group is stored
+        whole in one row. Otherwise more entries may change the choice."""
         singles: list[Entry] = []
         records: set[tuple[str, Any]] = set()
         # A record's changes land in order: those behind a rejected one wait for the app
@@ -294,7 +293,7 @@ class Pusher:
         decided = False
         for entry in entries:
             record = (entry["collection"], entry["id"])
-            if entry["state"] == REJECTED or entry["n"] in busy or record in blocked:
+            if entry["state"] == REJECTED or record in blocked:
                 blocked.add(record)
                 continue
             group = entry["group"]
