@@ -9,8 +9,9 @@ from typing import Any
 import pysync
 from pysync import AppSchema, CollectionSpec, Sync
 from pysync._outbox_rows import LAYOUT, Outbox, idb_version
-from pysync._store import Index, Schema, StoreSchema, Transaction
+from pysync._store import Transaction
 from pysync.testing import MemoryBrowser, MemoryDynamo
+from tests.model.layout import layout_1_schema
 
 SCHEMA = AppSchema(1, {"todos": CollectionSpec(), "lists": CollectionSpec()})
 
@@ -150,21 +151,7 @@ async def test_an_outbox_of_the_older_layout_is_kept_and_pushed() -> None:
     by new edits, discarded and pushed."""
     browser = MemoryBrowser()
     old = await browser.tab().open_store(
-        Schema(
-            "pysync:app:alice",
-            1,
-            (
-                StoreSchema("todos", "id"),
-                StoreSchema("lists", "id"),
-                StoreSchema(
-                    "_outbox",
-                    "n",
-                    (Index("by_record", ("collection", "id")), Index("by_state", "state")),
-                ),
-                StoreSchema("_meta", "key"),
-                StoreSchema("_conflicts", "cid", (Index("by_record", ("collection", "id")),)),
-            ),
-        )
+        layout_1_schema(SCHEMA.store_schema("pysync:app:alice"), 1)
     )
     await old.put_many("todos", [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "r", "n": 3}])
     await old.put_many(
