@@ -140,7 +140,11 @@ class History:
         self.problems: list[str] = []
         #: Each expiry: (the newest seq it removed, the newest seq there was).
         self.expiries: list[tuple[int, int]] = []
-        #: Writes applied again because their first landing expired unseen (documented).
+        #: Entries the changelog held back while its consumer was stopped, appended after
+        #: a device's clock moved past ``QUIET_MS`` in that stop: (stop, first seq, last).
+        self.held: list[tuple[int, int, int]] = []
+        #: Writes applied again because their first landing expired unseen, or stayed
+        #: unseen past ``QUIET_MS`` (documented limits).
         self.explained: list[str] = []
 
     def expired(self, keep: int) -> None:
@@ -153,6 +157,23 @@ class History:
         whose outcome was unknown then could no longer be told from the changelog
         (docs/sync.md: it is taken as not landed, and an increment counts twice)."""
         return any(gone >= first and head < second for gone, head in self.expiries)
+
+    def held_together(self, first: int, second: int) -> bool:
+        """Whether entries ``first`` and ``second`` were both held back by one stop of the
+        consumer in which a device's clock moved past ``QUIET_MS``: the second write may
+        have been sent while the changelog did not show the first, after the device had
+        waited long enough to take the silence for "did not land" (docs/sync.md: the
+        consumer must run)."""
+
+        def stops(seq: int) -> set[int]:
+            return {stop for stop, lo, hi in self.held if lo <= seq <= hi}
+
+        return bool(stops(first) & stops(second))
+
+    def unseen(self, first: int, second: int) -> bool:
+        """Whether the write of entry ``second`` could not see entry ``first`` by a
+        documented limit: ``first`` expired, or stayed unseen past ``QUIET_MS``."""
+        return self.lost_between(first, second) or self.held_together(first, second)
 
     def observe(self, entries: Iterable[Item]) -> None:
         for entry in entries:
@@ -406,7 +427,7 @@ def _applied_once(ev: Evidence, writes: dict[str, list[Write]]) -> list[str]:
                 by_m.setdefault(m, []).append(w)
         for m, group in by_m.items():
             later = [w for w in group[1:] if not (w.outside is not None and w.outside.keeps_m)]
-            if later and all(ev.history.lost_between(group[0].seq, w.seq) for w in later):
+            if later and all(ev.history.unseen(group[0].seq, w.seq) for w in later):
                 ev.history.explained.append(f"{key} _m {m} in entries {[w.seq for w in group]}")
             elif later:
                 seqs = [w.seq for w in group]
@@ -425,7 +446,7 @@ def _applied_once(ev: Evidence, writes: dict[str, list[Write]]) -> list[str]:
             continue
         done.add((e.dev, e.entry))
         seqs = sorted(landed[m] for m in e.mids if m in landed)
-        if len(seqs) > 1 and all(ev.history.lost_between(seqs[0], s) for s in seqs[1:]):
+        if len(seqs) > 1 and all(ev.history.unseen(seqs[0], s) for s in seqs[1:]):
             ev.history.explained.append(f"dev{e.dev}'s change of {e.key} in entries {seqs}")
         elif len(seqs) > 1:
             out.append(

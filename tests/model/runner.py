@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pysync._sync._items import sort_key
+from pysync._sync._pull import QUIET_MS
 
 from .device import Device
 from .oracle import (
@@ -140,6 +142,9 @@ class Run:
         self.status: dict[tuple[int, int], str] = {}  # (device, entry): acked, discarded, ...
         self.states: list[dict[str, list[Any]]] = []
         self.versions: list[int] = []
+        # While the changelog lags: how far each device's clock moved since it began.
+        self.lag_clock: dict[int, int] | None = {} if program.get("lagging") else None
+        self.lags = 0  # the changelog's stops so far
 
     # -- running --------------------------------------------------------------------------
 
@@ -167,10 +172,10 @@ class Run:
                     await device.close()
                 except Exception as error:
                     self.log.append(f"close: {error!r}")
-        # Not failures: the documented limit of a changelog that expired too soon.
-        self.ops["explained: applied again after its changelog entry expired"] += len(
-            self.history.explained
-        )
+        # Not failures: the documented limits of a changelog that expired too soon or a
+        # consumer stopped past QUIET_MS.
+        explained = "explained: applied again, its first landing unseen (expired, past QUIET_MS)"
+        self.ops[explained] += len(self.history.explained)
         return Outcome(
             self.program, failures, self.log, self.ops, self.faults, time.monotonic() - started
         )
@@ -220,8 +225,11 @@ class Run:
         elif do == "lag":
             self.faults["lag"] += 1
             await world.lag()
+            if self.lag_clock is None:
+                self.lag_clock = {}
+                self.lags += 1
         elif do == "catch_up":
-            await world.catch_up(step.get("n"))
+            await self._deliver(lambda: world.catch_up(step.get("n")), ends=step.get("n") is None)
         elif do == "expire":
             self.faults["expire"] += 1
             self.history.observe(await world.changelog())
@@ -299,6 +307,8 @@ class Run:
         elif do == "clock":
             self.faults["clock"] += 1
             await device.advance_clock(step["ms"])
+            if self.lag_clock is not None:
+                self.lag_clock[i] = self.lag_clock.get(i, 0) + step["ms"]
         elif do == "lose":
             self.faults[f"lost reply x{step['n']}{' (500)' if step['status'] else ''}"] += 1
             await device.inject({"kind": "lose", "n": step["n"], "status": step["status"]})
@@ -382,6 +392,19 @@ class Run:
         states = self.states[dev].setdefault(key, [])
         if all(canon(s) != canon(doc) for s in states):
             states.append(doc)
+
+    async def _deliver(self, deliver: Callable[[], Awaitable[None]], *, ends: bool) -> None:
+        """Let the lagging changelog append what it held (``ends``: and follow again),
+        noting the entries held past ``QUIET_MS`` of a device's clock (see History)."""
+        self.history.observe(await self.world.changelog())
+        before = max(self.history.entries, default=0)
+        await deliver()
+        self.history.observe(await self.world.changelog())
+        after = max(self.history.entries, default=0)
+        if self.lag_clock and max(self.lag_clock.values()) > QUIET_MS and after > before:
+            self.history.held.append((self.lags, before + 1, after))
+        if ends:
+            self.lag_clock = None
 
     async def _observe(self, step: Step) -> None:
         """After a step: each device's states, and what became of its outbox entries."""
@@ -541,7 +564,7 @@ class Run:
             await device.clear_faults()
             await device.set_online(True)
             await device.advance_clock(15 * 60 * 1000)  # a write still unseen did not land
-        await self.world.quiet()
+        await self._deliver(self.world.quiet, ends=True)
         quiet = await self._quiesce()
         at_rest = [await device.outbox() for device in self.devices]
         # The app resolves what was rejected (the program says retry or discard).

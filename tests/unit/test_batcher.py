@@ -199,6 +199,39 @@ async def test_a_cancelled_caller_does_not_break_the_others_of_its_chunk() -> No
     assert errors == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "size", "plain"), [(Many, 50, 0), (Plain, 50, 120), (Many, 1, 120)]
+)
+async def test_call_all_answers_each_call_in_order_errors_as_values(
+    kind: type[Plain], size: int, plain: int
+) -> None:
+    """``call_all``: the answers of calls the caller holds, in order, a refusal as its
+    RemoteError in its own place; in chunks of ``size`` through ``call_many``, else
+    call by call."""
+    remote = kind()
+    remote.refuse = {3, 77}
+    calls: Calls = [("PutItem", {"i": i}) for i in range(120)]
+    results = await asyncio.wait_for(Batcher(remote, size, 8).call_all(calls), 5)
+    check_answers(results, {3, 77})
+    assert len(remote.plain) == plain
+    if plain == 0:
+        assert [len(batch) for batch in getattr(remote, "batches", [])] == [50, 50, 20]
+
+
+async def test_call_all_keeps_to_the_concurrency() -> None:
+    """``call_all`` of 10 chunks with ``concurrency`` 2: at most 2 requests out."""
+    remote = Many(asyncio.Event())
+    assert remote.gate is not None
+    calls: Calls = [("PutItem", {"i": i}) for i in range(20)]
+    task = asyncio.ensure_future(Batcher(remote, 2, 2).call_all(calls))
+    await until(lambda: remote.out == 2)
+    await settle()
+    assert remote.out == 2
+    remote.gate.set()
+    assert await asyncio.wait_for(task, 5) == [{"i": i, "op": "PutItem"} for i in range(20)]
+    assert remote.most == 2
+
+
 # -- HttpRemote.call_many against a fake proxy ---------------------------------------
 
 
@@ -427,6 +460,33 @@ async def test_a_push_sends_its_writes_in_batches_and_each_lands_once(
     assert (remote.many == []) == (sizes == [])  # push_batch=1: call_many is never used
     assert landed(db) == Counter({f"d{i}": 1 for i in range(120)})
     assert await replica.outbox() == []
+
+
+async def test_a_rounds_writes_cost_a_task_per_request_not_per_write(replica: Replica) -> None:
+    """The page pays an event-loop turn for each task and each wake-up: a round's plain
+    writes leave together, so pushing 120 changes makes the push a few tasks per
+    request (3 requests here), not one per change. (The remote's own tasks, here the
+    in-memory connection answering a batch call by call, are not the push's.)"""
+    db = MemoryDynamo()
+    loop = asyncio.get_running_loop()
+    made: Counter[str] = Counter()
+    default = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if "pysync/_sync/" in coro.cr_code.co_filename:
+            made[coro.__qualname__] += 1
+        if default is not None:
+            return default(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        report = await Sync(replica, Watched(db.connection()), sleep=no_sleep).push()
+    finally:
+        loop.set_task_factory(default)
+    assert report.pushed == 120
+    assert sum(made.values()) < 20, made
+    assert landed(db) == Counter({f"d{i}": 1 for i in range(120)})
 
 
 async def test_batches_applied_with_their_replies_lost_settle_without_writing_twice(

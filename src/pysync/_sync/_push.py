@@ -235,8 +235,17 @@ class Pusher:
     async def _round(self, batches: list[list[Entry]], report: PushReport) -> None:
         """Send a round's batches concurrently; store their acks in one local transaction."""
         acks: list[Ack] = []
+        # Plain writes not in doubt leave together; only those that fail are followed
+        # one by one (a task per write costs the page more than the write itself).
+        plain = [b for b in batches if len(b) == 1 and not self._uncertain(b)]
+        others = [b for b in batches if len(b) > 1 or self._uncertain(b)]
         try:
-            await _all(self._push_batch(batch, report, acks) for batch in batches)
+            await _all(
+                [
+                    self._push_together(plain, report, acks),
+                    *(self._push_batch(batch, report, acks) for batch in others),
+                ]
+            )
         except asyncio.CancelledError:
             # Cancelled (the tab closes, the app stops the push): what landed is stored if
             # the store still takes it, else it stays in flight and the next push settles
@@ -316,27 +325,64 @@ class Pusher:
         packs = [singles[i : i + self.pack] for i in range(0, len(singles), self.pack)]
         return packs, decided
 
+    @staticmethod
+    def _uncertain(batch: list[Entry]) -> bool:
+        """Whether an earlier push may have landed some of ``batch``: an entry still in
+        flight (also one rejected, then retried, while its outcome was unknown)."""
+        return any(e["state"] == INFLIGHT or e.get("unsure") for e in batch)
+
+    async def _push_together(
+        self, batches: list[list[Entry]], report: PushReport, acks: list[Ack]
+    ) -> None:
+        """Send single entries, none in doubt, a batch of requests at a time; follow each
+        that fails as :meth:`_push_batch` would after that first attempt. Each batch's
+        outcomes are kept as it returns: a push cancelled meanwhile stores them."""
+        size = self.batch
+        await _all(
+            self._push_part(batches[i : i + size], report, acks)
+            for i in range(0, len(batches), size)
+        )
+
+    async def _push_part(
+        self, batches: list[list[Entry]], report: PushReport, acks: list[Ack]
+    ) -> None:
+        requests = [self._request(batch) for batch in batches]
+        results = await self._remote.call_all([(op, payload) for op, payload, _ in requests])
+        failed = []
+        for batch, request, result in zip(batches, requests, results, strict=True):
+            if isinstance(result, RemoteError):
+                failed.append(self._push_batch(batch, report, acks, False, (request, result)))
+            else:
+                acks.extend(await self._landed(batch, request, result, report))
+                report.pushed += 1
+        await _all(failed)
+
     async def _push_batch(
         self,
         batch: list[Entry],
         report: PushReport,
         acks: list[Ack],
         uncertain: bool | None = None,
+        sent: tuple[Request, RemoteError] | None = None,
     ) -> None:
         """Send one batch (a transaction group, a pack of independent entries, or one
-        entry) until it lands, conflicts, is refused, or the attempts run out."""
+        entry) until it lands, conflicts, is refused, or the attempts run out.
+
+        ``sent``: the batch's request and how its first attempt, made already, failed.
+        """
         pack = len(batch) > 1 and batch[0]["group"] is None
         if uncertain is None:
-            # An entry still in flight from an earlier push may have landed (also one
-            # rejected, then retried, while its outcome was unknown).
-            uncertain = any(e["state"] == INFLIGHT or e.get("unsure") for e in batch)
+            uncertain = self._uncertain(batch)
         if pack and uncertain:
             # Each may have landed alone or in another pack: they settle one by one.
             await self._one_by_one(batch, report, acks, uncertain=None)
             return
-        request = self._request(batch)  # built once: every attempt sends the same request
+        # Built once: every attempt sends the same request.
+        request, failed = sent or (self._request(batch), None)
         for attempt in range(self.max_attempts):
             try:
+                if failed is not None:
+                    raise failed  # the first attempt's outcome, decided below like any other
                 landed = await self._settle(batch) if uncertain and not pack else None
                 if landed is not None:
                     acks.extend(landed)
@@ -346,6 +392,7 @@ class Pusher:
                 report.pushed += len(batch)
                 return
             except RemoteError as error:
+                failed = None
                 if error.status == 401:
                     # The token expired or is refused: no change is at fault. The round
                     # stops; the next one asks the token function for a fresh token.
@@ -566,8 +613,14 @@ class Pusher:
 
     async def _send(self, batch: list[Entry], request: Request, report: PushReport) -> list[Ack]:
         """Send ``request``; the server document and version each entry produced."""
-        operation, payload, versions = request
-        response = await self._call(operation, payload)
+        operation, payload, _ = request
+        return await self._landed(batch, request, await self._call(operation, payload), report)
+
+    async def _landed(
+        self, batch: list[Entry], request: Request, response: dict[str, Any], report: PushReport
+    ) -> list[Ack]:
+        """The acks of ``batch``, whose ``request`` was answered ``response``."""
+        operation, _, versions = request
         report.capacity_units += _capacity(response)
         out: list[Ack] = []
         for entry, version in zip(batch, versions, strict=True):
