@@ -395,14 +395,18 @@ class Run:
 
     async def _deliver(self, deliver: Callable[[], Awaitable[None]], *, ends: bool) -> None:
         """Let the lagging changelog append what it held (``ends``: and follow again),
-        noting the entries held past ``QUIET_MS`` of a device's clock (see History)."""
-        self.history.observe(await self.world.changelog())
-        before = max(self.history.entries, default=0)
-        await deliver()
-        self.history.observe(await self.world.changelog())
-        after = max(self.history.entries, default=0)
-        if self.lag_clock and max(self.lag_clock.values()) > QUIET_MS and after > before:
-            self.history.held.append((self.lags, before + 1, after))
+        noting the entries held past ``QUIET_MS`` of a device's clock (see History): the
+        changelog is read around the delivery only then."""
+        if self.lag_clock and max(self.lag_clock.values()) > QUIET_MS:
+            self.history.observe(await self.world.changelog())
+            before = max(self.history.entries, default=0)
+            await deliver()
+            self.history.observe(await self.world.changelog())
+            after = max(self.history.entries, default=0)
+            if after > before:
+                self.history.held.append((self.lags, before + 1, after))
+        else:
+            await deliver()
         if ends:
             self.lag_clock = None
 

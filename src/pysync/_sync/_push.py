@@ -237,8 +237,10 @@ class Pusher:
         acks: list[Ack] = []
         # Plain writes not in doubt leave together; only those that fail are followed
         # one by one (a task per write costs the page more than the write itself).
-        plain = [b for b in batches if len(b) == 1 and not self._uncertain(b)]
-        others = [b for b in batches if len(b) > 1 or self._uncertain(b)]
+        plain: list[list[Entry]] = []
+        others: list[list[Entry]] = []
+        for batch in batches:
+            (plain if len(batch) == 1 and not self._uncertain(batch) else others).append(batch)
         try:
             await _all(
                 [
