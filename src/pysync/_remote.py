@@ -98,6 +98,36 @@ class HttpRemote:
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self._post(TARGET_PREFIX + operation, json.dumps(payload).encode())
 
+    @property
+    def in_page(self) -> bool:
+        """Whether requests go through the page's ``fetch`` (in Pyodide, without a
+        ``send`` of the caller's): then :meth:`call_js` can be used."""
+        return self._send is _pyfetch_send
+
+    async def call_js(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Like :meth:`call`, but the response stays in JavaScript: its parsed JSON
+        as a ``JsProxy``. Only when :attr:`in_page`.
+
+        A base sync's pages are converted and stored without entering Python
+        (``pysync._sync._images``); errors come back as from :meth:`call`.
+        """
+        from pyodide.ffi import JsException
+        from pyodide.http import pyfetch
+
+        body = json.dumps(payload)
+        headers = self._headers(TARGET_PREFIX + operation)
+        try:
+            response = await pyfetch(self.url, method="POST", headers=headers, body=body)
+            answer = None if response.status == 200 else await response.bytes()
+        except Exception as error:  # the network: offline, reset, CORS, DNS …
+            raise RemoteError("NetworkError", repr(error), 0, {}) from error
+        if answer is not None:
+            return self._answer(response.status, answer)  # raises: not a 200
+        try:
+            return await response.js_response.json()
+        except JsException as error:  # cut short, or not JSON: retried as a 5xx is
+            raise RemoteError("BadReply", repr(error)[:200], 502, {}) from error
+
     async def call_many(
         self, calls: list[tuple[str, dict[str, Any]]]
     ) -> list[dict[str, Any] | RemoteError]:
@@ -153,18 +183,25 @@ class HttpRemote:
             lost = RemoteError("BadBatchReply", repr(error), 502, {})
             return [lost] * len(calls)
 
-    async def _post(self, target: str, body: bytes) -> dict[str, Any]:
-        headers = {
+    def _headers(self, target: str) -> dict[str, str]:
+        return {
             "Content-Type": "application/x-amz-json-1.0",
             "X-Amz-Target": target,
             "Authorization": f"Bearer {self._token()}",
         }
+
+    async def _post(self, target: str, body: bytes) -> dict[str, Any]:
         try:
-            status, answer = await self._send(self.url, headers, body)
+            status, answer = await self._send(self.url, self._headers(target), body)
         except RemoteError:
             raise
         except Exception as error:  # the network: offline, reset, CORS, DNS …
             raise RemoteError("NetworkError", repr(error), 0, {}) from error
+        return self._answer(status, answer)
+
+    @staticmethod
+    def _answer(status: int, answer: bytes) -> dict[str, Any]:
+        """The response document of a call, or raise the RemoteError it holds."""
         try:
             document = json.loads(answer) if answer else {}
         except ValueError:

@@ -57,8 +57,9 @@
   // together, once the last one succeeded: sink(txId, batch, [result per read]). A
   // request that fails is not handled here: it aborts the transaction, whose abort
   // event reports the error. A request that throws aborts the transaction too,
-  // and the error is rethrown.
-  run(db, txId, ops, text, sink, batch) {
+  // and the error is rethrown. `values`: the arrays of records that "put_js" ops
+  // name by position (records made in JavaScript, see IndexedDBTransaction.put_js).
+  run(db, txId, ops, text, sink, batch, values) {
     const nulls = text && ops.includes("null");
     if (text) ops = JSON.parse(ops);
     let tx = this.txs.get(txId);
@@ -86,6 +87,11 @@
             if (nulls) this.undefineNulls(op[2]);
             for (const value of op[2]) store.put(value);
             break;
+          case "put_js": {
+            const records = values[op[2]];
+            for (const i of op[3]) store.put(records[i]);
+            break;
+          }
           case "delete":
             for (const key of op[2]) store.delete(key);
             break;

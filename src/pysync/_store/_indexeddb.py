@@ -182,6 +182,8 @@ class IndexedDBTransaction(Transaction):
         self._open = True
         self._ops: list[list[Any]] = [["begin", list(stores), mode]]
         self._records: list[Record] = []
+        # JavaScript arrays of records the step's "put_js" ops refer to by position.
+        self._values: list[Any] = []
         self._reads: list[_Read] = []
         self._batches: dict[int, list[_Read]] = {}
         self._batch_ids = itertools.count()
@@ -232,6 +234,7 @@ class IndexedDBTransaction(Transaction):
             return
         ops, self._ops = self._ops, []
         records, self._records = self._records, []
+        values, self._values = self._values, []
         reads, self._reads = self._reads, []
         batch = None
         if reads:
@@ -247,6 +250,7 @@ class IndexedDBTransaction(Transaction):
                     text,
                     self._db.sink,
                     batch,
+                    _to_js(values) if values else None,
                 )
         except StoreError as error:
             # The helper aborted the transaction if it began (its abort event ends
@@ -303,6 +307,18 @@ class IndexedDBTransaction(Transaction):
         self._ops.append(["put", store, records])
         self._records += records
 
+    def put_js(self, store: str, records: Any, positions: list[int]) -> None:
+        """Insert or replace ``records[i]`` for each ``i`` of ``positions``.
+
+        ``records`` is a JavaScript array (a ``JsProxy``) of records exactly as
+        :meth:`put_many` would send them: keys checked, values encoded, ``None`` as
+        ``undefined``. The caller makes them so (``pysync._sync._images``); they never
+        enter Python.
+        """
+        self._check(store, write=True)
+        self._values.append(records)
+        self._ops.append(["put_js", store, len(self._values) - 1, positions])
+
     def _delete_many(self, store: str, keys: list[Any]) -> None:
         self._ops.append(["delete", store, keys])
 
@@ -311,7 +327,7 @@ class IndexedDBTransaction(Transaction):
 
     def _abort(self) -> None:
         self._aborting = True
-        self._ops, self._records, self._reads = [], [], []
+        self._ops, self._records, self._values, self._reads = [], [], [], []
         if self._begun:
             with _translated:
                 _js().abort(self._id)

@@ -31,6 +31,7 @@ from .._outbox import OUTBOX, Entry
 from .._outbox_rows import slices as outbox_slices
 from .._schema import META, set_index_keys
 from .._store import KeyRange, Request, Transaction, Writes
+from . import _images
 from ._items import (
     State,
     base_state_of,
@@ -72,6 +73,7 @@ class _Change:
     version: int | None
     hlc: str = ""
     mid: str | None = None
+    image: int | None = None  # a put of the record made in JavaScript (_images): its position
 
 
 def _image_change(collection: str, key: Key, seq: int, image: dict[str, Any]) -> _Change:
@@ -319,13 +321,15 @@ class Puller:
         force: bool = False,
         observe: bool = True,
         unmark: bool = False,
+        images: Any = None,
     ) -> None:
         """Apply changes (in seq order) and set the cursor, in one transaction.
 
         ``force`` (base sync) applies regardless of the records' ``_seq`` and
         ``_v`` (and does not read them); ``cursor=None`` leaves the cursor alone;
         ``observe=False`` leaves the clock to the caller; ``unmark`` drops the
-        stale marks of the records it applies.
+        stale marks of the records it applies. ``images``: the page's records made
+        in JavaScript, which the changes with an ``image`` put.
         """
         specs = self.replica.schema.collections
         known = [c for c in changes if c.collection in specs]
@@ -365,6 +369,7 @@ class Puller:
                     if tomb is not None
                 }
                 writes = Writes()  # a few put_many / delete_many, not a request per change
+                staged: dict[str, list[int]] = {}
                 for change in known:
                     target = (change.collection, change.key)
                     record = current.get(target)
@@ -382,7 +387,9 @@ class Puller:
                             continue
                         del deleted[target]
                         tx.delete(META, tomb["key"])
-                    if change.doc is None:
+                    if change.image is not None:
+                        staged.setdefault(change.collection, []).append(change.image)
+                    elif change.doc is None:
                         writes.delete(change.collection, change.key)
                         current[target] = None
                     else:
@@ -395,6 +402,8 @@ class Puller:
                     if unmark:
                         tx.delete(META, self._stale_mark(target)["key"])
                 writes.issue(tx)
+                for collection, positions in staged.items():
+                    _images.put(tx, collection, images, positions)
                 set_cursor(tx)
 
             def counted(pending: int) -> None:
@@ -430,27 +439,36 @@ class Puller:
         head = await self.head()
         seen: set[tuple[str, Key]] = set()
         latest = ""
+        # In the page, items go from the network to IndexedDB without entering Python.
+        remote = _images.in_page(self.remote, self.replica.store)
+        prefix = namespace_prefix(self.namespace)
+        collections = _images.specs(self.replica.schema) if remote else ""
 
-        def query(start: dict[str, Any] | None) -> asyncio.Future[dict[str, Any]]:
+        def query(start: dict[str, Any] | None) -> asyncio.Future[Any]:
             request: dict[str, Any] = {
                 "TableName": self.table,
                 "KeyConditionExpression": "pk = :p AND begins_with(sk, :ns)",
                 "ExpressionAttributeValues": {
                     ":p": to_attr(self.scope),
-                    ":ns": to_attr(namespace_prefix(self.namespace)),
+                    ":ns": to_attr(prefix),
                 },
                 "ConsistentRead": True,
                 "Limit": BASE_PAGE,
             }
             if start:
                 request["ExclusiveStartKey"] = start
-            return asyncio.ensure_future(self.remote.call("Query", request))
+            call = remote.call_js if remote else self.remote.call
+            return asyncio.ensure_future(call("Query", request))
 
-        following: asyncio.Future[dict[str, Any]] | None = query(None)
+        following: asyncio.Future[Any] | None = query(None)
         try:
             while following is not None:
-                page = await following
-                start = page.get("LastEvaluatedKey")
+                answer = await following
+                page = _images.convert(answer, prefix, collections, head) if remote else answer
+                if isinstance(page, _images.Page):
+                    start = page.start
+                else:
+                    start = page.get("LastEvaluatedKey")
                 # The next page is on its way while this one is applied.
                 following = query(start) if start else None
                 # Decoding the page's JSON was one task: converting it is the next.
@@ -458,23 +476,20 @@ class Puller:
                 report.pages += 1
                 if progress:
                     progress(f"base sync: page {report.pages}")
-                items = page.get("Items", [])
-                changes = []
-                for i in range(0, len(items), APPLY_CHUNK):
-                    if i:  # converted in slices, each a short task
-                        await asyncio.sleep(0)
-                    for item in items[i : i + APPLY_CHUNK]:
-                        parsed = parse_sort_key(item["sk"]["S"], self.namespace)
-                        if parsed is None:  # under the prefix, but not a document's key
-                            continue
-                        collection, key = parsed
-                        seen.add((collection, key))
-                        changes.append(_image_change(collection, key, head, item))
-                latest = max([latest, *(c.hlc for c in changes)])
+                images = None
+                if isinstance(page, _images.Page):
+                    changes = self._staged_changes(page, head, seen)
+                    latest = max(latest, page.hlc)
+                    images = page.records
+                else:
+                    changes = await self._page_changes(page.get("Items", []), head, seen)
+                    latest = max([latest, *(c.hlc for c in changes)])
                 # One store transaction per page: a durable commit per 100 items cost
                 # a fifth of the throughput. A snapshot replaces local state; the cursor
                 # moves only at the end.
-                await self.apply(changes, report, cursor=None, force=True, observe=False)
+                await self.apply(
+                    changes, report, cursor=None, force=True, observe=False, images=images
+                )
         finally:
             if following is not None:
                 following.cancel()
@@ -482,6 +497,36 @@ class Puller:
             await self.replica.observe(latest)
         await self._drop_unseen(seen, head, report)
         return head
+
+    async def _page_changes(
+        self, items: list[dict[str, Any]], seq: int, seen: set[tuple[str, Key]]
+    ) -> list[_Change]:
+        """The changes of a base sync page's items, converted in slices (short tasks)."""
+        changes = []
+        for i in range(0, len(items), APPLY_CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            for item in items[i : i + APPLY_CHUNK]:
+                parsed = parse_sort_key(item["sk"]["S"], self.namespace)
+                if parsed is None:  # under the prefix, but not a document's key
+                    continue
+                seen.add(parsed)
+                changes.append(_image_change(*parsed, seq, item))
+        return changes
+
+    def _staged_changes(
+        self, page: _images.Page, seq: int, seen: set[tuple[str, Key]]
+    ) -> list[_Change]:
+        """The changes of a base sync page converted in JavaScript."""
+        changes = []
+        for i, sk in enumerate(page.sort_keys):
+            parsed = parse_sort_key(sk, self.namespace)
+            if parsed is None:
+                continue
+            seen.add(parsed)
+            image = None if i in page.gone else i
+            changes.append(_Change(*parsed, seq, None, None, image=image))
+        return changes
 
     async def _drop_unseen(self, seen: set[tuple[str, Key]], head: int, report: PullReport) -> None:
         """Delete local records the server no longer has (unless edits are pending:
