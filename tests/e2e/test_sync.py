@@ -361,3 +361,49 @@ def test_a_device_behind_the_retained_changelog_rebuilds_from_a_base_sync(
         assert ["t1", "changed"] in server
     finally:
         a.context.close()
+
+
+def test_call_js_answers_and_fails_as_call_does(two: Devices) -> None:
+    """A base sync's pages come through ``HttpRemote.call_js`` (the response kept in
+    JavaScript): through the real proxy it gives what ``call`` gives, and the same
+    errors, for a page, a refused scope, a refused token and an unreachable proxy."""
+    result = two.a.run(
+        """
+        import json
+        from pysync import RemoteError
+
+        await todos.put({"id": "t1", "title": "one", "n": 1.5, "done": False})
+        await sync.push()
+        scope = "u#" + USER_NAME
+        def query(scope):
+            return {
+                "TableName": "pysync",
+                "KeyConditionExpression": "pk = :p",
+                "ExpressionAttributeValues": {":p": {"S": scope}},
+                "ConsistentRead": True,
+            }
+
+        async def outcome(call, payload):
+            try:
+                answer = await call("Query", payload)
+            except RemoteError as error:
+                return [error.code, error.status]
+            return answer if isinstance(answer, dict) else json.loads(js.JSON.stringify(answer))
+
+        cases = [
+            (remote, query(scope)),
+            (remote, query("u#somebody-else")),
+            (HttpRemote(js.location.origin + "/dynamodb", "not-a-token"), query(scope)),
+            (HttpRemote("http://127.0.0.1:9/dynamodb", TOKEN_TEXT), query(scope)),
+        ]
+        [[await outcome(r.call, p), await outcome(r.call_js, p), r.in_page] for r, p in cases]
+        """.replace("USER_NAME", repr(two.user)).replace("TOKEN_TEXT", repr(two.token))
+    )
+    page, other, token, offline = result
+    assert page[0] == page[1]
+    assert [item["id"]["S"] for item in page[0]["Items"]] == ["t1"]
+    assert other[0] == other[1] == ["AccessDeniedException", 403]
+    assert token[0] == token[1]
+    assert token[0][1] == 401
+    assert offline[0] == offline[1] == ["NetworkError", 0]
+    assert [case[2] for case in result] == [True] * 4
