@@ -145,7 +145,7 @@ async def test_pages_made_in_javascript_store_what_the_python_path_stores(seleni
         changes = await puller._page_changes(doomed, 6, set())
         await puller.apply(changes, PullReport(), cursor=None, force=True, observe=False)
     prefix = f"{ns}/"
-    specs = _images.specs(schema)
+    specs = _images.specs(schema, js_db.store.schema)
     made_in_js = []
     js_seen, py_seen, js_latest, py_latest = set(), set(), "", ""
     for items in pages:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._remote import HttpRemote, Remote
 from .._schema import AppSchema
-from .._store import Database, IndexedDBDatabase, Transaction
+from .._store import Database, IndexedDBDatabase, Schema, Transaction
 from .._store._indexeddb import IndexedDBTransaction
 
 _helpers: Any = None
@@ -52,11 +52,13 @@ def put(tx: Transaction, collection: str, records: Any, positions: list[int]) ->
     tx.put_js(collection, records, positions)
 
 
-def specs(schema: AppSchema) -> str:
-    """What ``_images.js`` needs of the collections: their key path and indexes."""
+def specs(schema: AppSchema, stores: Schema) -> str:
+    """What ``_images.js`` needs of the collections: their stores' key path and the
+    document paths of their indexes."""
+    key_paths = {store.name: store.key_path for store in stores.stores}
     return json.dumps(
         {
-            name: ["id", [[index.name, index.key_path] for index in spec.indexes]]
+            name: [key_paths[name], [[index.name, index.key_path] for index in spec.indexes]]
             for name, spec in schema.collections.items()
         }
     )

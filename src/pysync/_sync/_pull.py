@@ -442,7 +442,7 @@ class Puller:
         # In the page, items go from the network to IndexedDB without entering Python.
         remote = _images.in_page(self.remote, self.replica.store)
         prefix = namespace_prefix(self.namespace)
-        collections = _images.specs(self.replica.schema) if remote else ""
+        collections = _images.specs(self.replica.schema, self.replica.store.schema)
 
         def query(start: dict[str, Any] | None) -> asyncio.Future[Any]:
             request: dict[str, Any] = {
