@@ -955,11 +955,12 @@ def pull_notes(pull: dict[str, Any], n: int) -> list[str]:
         f"{BASE_PAGE}): the requests {requests:.0f} ms in all "
         f"(the next page is fetched while one is applied, so they overlap), applying pages "
         f"{parts['apply']['ms']:.0f} ms in {parts['apply']['calls']} store transactions (one per "
-        f"page, its items converted in slices of 100 before, a short task each), looking for local "
+        f"page), looking for local "
         f"records the server no longer has {parts['_drop_unseen']['ms']:.0f} ms. The longest "
         f"main-thread task in any run: {longest:.0f} ms"
         + (
-            f" (over {GOAL_LONGTASK_MS:.0f} ms: see bench_responsive for what it was)."
+            f" (over {GOAL_LONGTASK_MS:.0f} ms: bench_responsive traces and profiles the base "
+            "sync's long tasks, with an input probe)."
             if longest > GOAL_LONGTASK_MS
             else "."
         )
