@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ._errors import PysyncError
 
@@ -64,6 +64,21 @@ class Remote(Protocol):
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send ``operation`` with ``payload``; return the response or raise RemoteError."""
+        ...
+
+
+@runtime_checkable
+class PageRemote(Remote, Protocol):
+    """A :class:`Remote` that can keep a response in JavaScript (:class:`HttpRemote`
+    in the page, or a wrapper around it that passes these on)."""
+
+    @property
+    def in_page(self) -> bool:
+        """Whether :meth:`call_js` can be used now."""
+        ...
+
+    async def call_js(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Like ``call``; the parsed response as a ``JsProxy``."""
         ...
 
 

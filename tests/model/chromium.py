@@ -230,6 +230,21 @@ class SettlingRemote:
             if any(operation in WRITES for operation, _ in calls):
                 await self.settle()
 
+    @property
+    def in_page(self) -> bool:
+        """Whether the inner remote's ``call_js`` can be used (it can, in the page)."""
+        return bool(getattr(self.inner, "in_page", False))
+
+    async def call_js(self, operation: str, payload: dict[str, Any]) -> Any:
+        """A read whose response stays in JavaScript (a base sync's page)."""
+        from pysync import RemoteError
+
+        try:
+            return await self.inner.call_js(operation, payload)
+        except RemoteError as error:
+            self._note(operation, error)
+            raise
+
     def _note(self, operation: str, error: Any) -> None:
         if error.status == 0 or error.status >= 500 or error.retryable:
             self.errors.append(f"{operation}: {error.code} {error.status} {error}"[:200])

@@ -216,6 +216,14 @@ class FaultyRemote:
         self.sending: set[asyncio.Task[Any]] = set()
         if callable(getattr(inner, "call_many", None)):
             self.call_many = self._call_many
+        # In a page, a base sync's pages come through call_js (kept in JavaScript).
+        if callable(getattr(inner, "call_js", None)):
+            self.call_js = self._call_js
+
+    @property
+    def in_page(self) -> bool:
+        """Whether the inner remote's ``call_js`` can be used (the page's fetch)."""
+        return bool(getattr(self.inner, "in_page", False))
 
     def _take(self, kind: str, operation: str) -> dict[str, Any] | None:
         for rule in self.rules:
@@ -239,13 +247,21 @@ class FaultyRemote:
         return RemoteError("NetworkError", "the reply was lost", 0, {})
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._in_line(operation, payload, self.inner.call)
+        return result
+
+    async def _call_js(self, operation: str, payload: dict[str, Any]) -> Any:
+        """``call_js`` (offered when the inner remote has it): the same rules as ``call``."""
+        return await self._in_line(operation, payload, self.inner.call_js)
+
+    async def _in_line(self, operation: str, payload: dict[str, Any], send: Any) -> Any:
         if self.lock is None:
-            return await self._call(operation, payload)
+            return await self._call(operation, payload, send)
         async with self.lock:
             await asyncio.sleep(0)
-            return await self._call(operation, payload)
+            return await self._call(operation, payload, send)
 
-    async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, operation: str, payload: dict[str, Any], send: Any) -> Any:
         self._spend(operation)
         if self.offline:
             raise RemoteError("NetworkError", "offline", 0, {})
@@ -260,7 +276,7 @@ class FaultyRemote:
         hang = self._take("hang", operation)
         if hang is not None:
             await self._hang(operation, payload, hang)
-        result = await self.inner.call(operation, payload)
+        result = await send(operation, payload)
         lose = self._take("lose", operation)
         if lose is not None:
             raise self._lost(lose)

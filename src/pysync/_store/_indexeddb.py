@@ -11,6 +11,7 @@ Python sink per database, so a transaction creates no JavaScript proxy of its ow
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -29,17 +30,18 @@ from . import _codec
 from ._base import Database, Mode, Record, Request, Transaction
 from ._schema import KeyPath, KeyRange, Schema, StoreSchema
 
-_helpers: Any = None
+
+@functools.cache
+def shipped_js(package: str, name: str) -> Any:
+    """The value of the JavaScript file ``name`` of ``package``, evaluated once per page."""
+    from pyodide.code import run_js
+
+    return run_js(resources.files(package).joinpath(name).read_text())
 
 
 def _js() -> Any:
-    """The helper object, created once per page."""
-    global _helpers
-    if _helpers is None:
-        from pyodide.code import run_js
-
-        _helpers = run_js(resources.files(__package__).joinpath("_idb_helpers.js").read_text())
-    return _helpers
+    """The helper object (``_idb_helpers.js``)."""
+    return shipped_js(__package__, "_idb_helpers.js")
 
 
 def _to_js(value: Any) -> Any:

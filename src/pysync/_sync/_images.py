@@ -17,30 +17,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-from .._remote import HttpRemote, Remote
+from .._remote import PageRemote, Remote
 from .._schema import AppSchema
 from .._store import Database, IndexedDBDatabase, Schema, Transaction
-from .._store._indexeddb import IndexedDBTransaction
-
-_helpers: Any = None
+from .._store._indexeddb import IndexedDBTransaction, shipped_js
 
 
 def _js() -> Any:
-    """The converter object, created once per page."""
-    global _helpers
-    if _helpers is None:
-        from pyodide.code import run_js
-
-        _helpers = run_js(resources.files(__package__).joinpath("_images.js").read_text())
-    return _helpers
+    """The converter object (``_images.js``)."""
+    return shipped_js(__package__, "_images.js")
 
 
-def in_page(remote: Remote, store: Database) -> HttpRemote | None:
+def in_page(remote: Remote, store: Database) -> PageRemote | None:
     """``remote`` if pages can go from it to ``store`` without entering Python."""
-    if isinstance(remote, HttpRemote) and remote.in_page and isinstance(store, IndexedDBDatabase):
+    if isinstance(remote, PageRemote) and remote.in_page and isinstance(store, IndexedDBDatabase):
         return remote
     return None
 
