@@ -30,6 +30,8 @@ def plain(value: dict[str, Any]) -> Any:
     if kind == "S":
         return inner
     if kind == "N":
+        if inner.lstrip("-").isdigit():
+            return int(inner)  # exact, also beyond 2**53
         number = float(inner)
         return int(number) if number == int(number) else number
     if kind == "BOOL":

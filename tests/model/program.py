@@ -14,6 +14,13 @@ program recorded without them runs with the library's defaults). They, the
 ``batch_lost`` steps and then the ``old_layout`` steps are drawn after everything
 else, so a seed draws the same other steps as before they existed.
 
+An outside writer's document sometimes holds a field ``raw`` of a kind pysync's own
+writes never make (:func:`_raw`): a number beyond 2**53, a negative fraction, a map
+holding a list of a boolean, a null and a number. A base sync in a page converts
+its items in JavaScript, and a page holding such a number in Python: both paths
+meet the world's values. ``raw`` is not drawn (it follows the value counter), so
+every seed keeps its steps.
+
 Every value a write sets is unique in the program (``v<step>.<n>``), so the
 oracle can tell exactly which write a value came from. Counters (collection
 ``counters``) only ever change their ``n`` by increments (devices and outside
@@ -189,6 +196,17 @@ def _edit_op(c: Chooser, values: _Values) -> dict[str, Any]:
     }
 
 
+def _raw(n: int) -> dict[str, Any]:
+    """The DynamoDB attribute of an outside document's ``raw`` field, unique by ``n``
+    (as every value of a program), one kind in turn."""
+    kinds: list[dict[str, Any]] = [
+        {"N": str(10**19 + n)},  # beyond 2**53: the page's base sync converts it in Python
+        {"N": f"-{n}.25"},
+        {"M": {"v": {"S": f"raw{n}"}, "l": {"L": [{"BOOL": True}, {"NULL": True}, {"N": "2"}]}}},
+    ]
+    return kinds[n % len(kinds)]
+
+
 def _outside(c: Chooser, values: _Values, avoid: frozenset[str]) -> dict[str, Any]:
     """One write straight to DynamoDB by a writer that is not pysync."""
     kind = c.pick(
@@ -215,6 +233,8 @@ def _outside(c: Chooser, values: _Values, avoid: frozenset[str]) -> dict[str, An
         else:
             fields = [f for f in FIELDS if c.chance(0.5)] or [c.pick(FIELDS)]
             out["doc"] = {f: values.new() for f in fields}
+            if values.n % 2 == 0:
+                out["raw"] = _raw(values.step * 1000 + values.n)
     elif kind == "update":
         if c.chance(0.3):
             out.update(coll=COUNTERS, id=c.pick(COUNTER_IDS), set={"tag": values.new()})

@@ -27,6 +27,7 @@ from .oracle import (
     canon,
     check,
     doc_of,
+    plain,
     record_key,
     system_of,
 )
@@ -471,13 +472,15 @@ class Run:
                 return self._skip(w, "exists")
             item_id = w["id"]
             new = {**key, "id": {"S": item_id}, **{k: _attr(v) for k, v in w["doc"].items()}}
+            raw = {"raw": w["raw"]} if "raw" in w else {}  # an attribute as it is (program.py)
+            new.update(raw)
             if contract:
                 version = int(system_of(old).get("_v", 0)) + 1 if old is not None else 1
                 new.update(_v={"N": str(version)}, _m={"S": mark})
             elif old is not None:  # leaves _v and _m (and the rest of pysync's fields) alone
                 new.update({k: v for k, v in old.items() if k in ("_v", "_m", "_hlc", "_c")})
             await self.world.call("PutItem", {"TableName": table, "Item": new})
-            values = dict(w["doc"])
+            values = {**w["doc"], **{k: plain(v) for k, v in raw.items()}}
         else:  # update, increment: only of a live document
             if not live:
                 return self._skip(w, "no live document")
