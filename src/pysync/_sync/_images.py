@@ -74,7 +74,8 @@ def convert(page: Any, prefix: str, collections: str, seq: int) -> Page | dict[s
     if converted is None:
         import js
 
-        return dict(json.loads(js.JSON.stringify(page)))
+        document: dict[str, Any] = json.loads(js.JSON.stringify(page))
+        return document
     meta = json.loads(converted.meta)
     start = getattr(page, "LastEvaluatedKey", None)
     return Page(

@@ -471,7 +471,8 @@ class Puller:
                     start = page.get("LastEvaluatedKey")
                 # The next page is on its way while this one is applied.
                 following = query(start) if start else None
-                # Decoding the page's JSON was one task: converting it is the next.
+                # Receiving the page (decoding its JSON, or in the page converting it in
+                # JavaScript) was one task: what follows is the next.
                 await asyncio.sleep(0)
                 report.pages += 1
                 if progress:
